@@ -1,0 +1,5 @@
+import sys
+
+from evapp.cli import main
+
+sys.exit(main())

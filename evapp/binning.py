@@ -1,0 +1,186 @@
+"""Fixed-count binning: the stream becomes frames of exactly N events, per-polarity counts at model resolution.
+
+The sensor-to-model mapping (crop + downscale, or a user region) is a lookup table computed once and applied
+while binning, so there is no extra pass over the events (DESIGN section 2). The binner is streaming: events
+left over after the last full frame wait for the next batch, so no event is dropped or counted twice,
+whatever the batch boundaries. Everything is vectorised: one table lookup per event and one ``bincount`` per
+frame (``np.add.at``, which tonic uses, is 5-10x slower; event-io.md section 1.7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from evapp.errors import InputError
+from evapp.events import SensorGeometry
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of the sensor, in sensor pixels: x, y of its top-left corner, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        try:
+            x, y, w, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise InputError(f"Region '{text}' is not four integers x,y,w,h.") from None
+        return cls(x, y, w, h)
+
+    def __str__(self) -> str:
+        return f"{self.x},{self.y},{self.w},{self.h}"
+
+
+def default_region(geometry: SensorGeometry) -> Region:
+    """The centred square of side min(width, height): a 640x480 DVXplorer gives its central 480x480."""
+    side = min(geometry.width, geometry.height)
+    return Region((geometry.width - side) // 2, (geometry.height - side) // 2, side, side)
+
+
+class SensorMapping:
+    """Lookup tables from sensor pixel and polarity to a flat index into a ``[2, H, W]`` model frame.
+
+    The key of an event is ``row_table[2 * y + p] + col_table[x]``: the row table holds ``(p * H + Y) * W`` and
+    the column table ``X``; both hold a large sentinel outside the region, so one ``minimum`` sends every
+    outside event to a trash bin just past the frame. The tables have 65536 entries indexed by int16, so any
+    coordinate in a corrupt file (negative or past the sensor) also lands in the trash bin instead of
+    raising or aliasing another pixel. Separable tables stay in L1 cache, which a 2*640*480 table does not.
+
+    Inside the region, input column ``X = (x - region.x) * W // region.w`` (likewise for rows), so an integer
+    ratio gives equal blocks of sensor pixels; a non-integer ratio such as 480 -> 128 (3.75) gives blocks of
+    3 and 4 pixels in a fixed pattern, which ``--region`` with a multiple of the input size (e.g.
+    ``128,48,384,384`` for 3x on a DVXplorer) avoids.
+    """
+
+    _OUTSIDE = 1 << 24
+
+    def __init__(self, geometry: SensorGeometry, input_size: tuple[int, int] | int, region: Region | None = None):
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
+        self.geometry = geometry
+        self.height, self.width = input_size
+        self.region = region or default_region(geometry)
+        r = self.region
+        if r.w <= 0 or r.h <= 0 or r.x < 0 or r.y < 0 or r.x + r.w > geometry.width or r.y + r.h > geometry.height:
+            raise InputError(f"Region {r} does not lie inside the {geometry.width}x{geometry.height} sensor.")
+        if r.w < self.width or r.h < self.height:
+            raise InputError(f"Region {r} is smaller than the {self.width}x{self.height} model input.")
+        self.bins = 2 * self.height * self.width  # the trash bin is index ``bins``
+        self.col_table = np.full(1 << 16, self._OUTSIDE, dtype=np.intp)
+        self.col_table[r.x : r.x + r.w] = np.arange(r.w) * self.width // r.w
+        rows = np.arange(r.h) * self.height // r.h
+        self.row_table = np.full(1 << 16, self._OUTSIDE, dtype=np.intp)
+        ys = np.arange(r.y, r.y + r.h)
+        self.row_table[2 * ys] = rows * self.width
+        self.row_table[2 * ys + 1] = (rows + self.height) * self.width
+        self.covers_sensor = r.w == geometry.width and r.h == geometry.height
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return (2, self.height, self.width)
+
+    def keys(self, batch: np.ndarray) -> np.ndarray:
+        """Flat frame index of every event (int32); ``bins`` (the trash bin) for events outside the region."""
+        row_index = batch["y"] * np.int16(2)
+        row_index += batch["polarity"]
+        keys = self.row_table.take(row_index)
+        keys += self.col_table.take(batch["x"])
+        np.minimum(keys, self.bins, out=keys)
+        return keys
+
+
+@dataclass
+class Frames:
+    """Frames completed by one ``push``: counts ``[k, 2, H, W]`` float32 and each frame's last-event time."""
+
+    counts: np.ndarray
+    t_end_us: np.ndarray
+
+    def __len__(self) -> int:
+        return self.counts.shape[0]
+
+
+class FixedCountBinner:
+    """Streaming fixed-count binner: every frame holds exactly ``events_per_frame`` events inside the region.
+
+    Outside events stay in the key stream, routed to the trash bin, rather than being compressed out: a
+    cumulative count of inside events finds the frame boundaries, which is cheaper than copying the batch.
+    Large batches are processed in cache-sized chunks.
+    """
+
+    CHUNK = 65536
+
+    def __init__(self, events_per_frame: int, mapping: SensorMapping):
+        if events_per_frame <= 0:
+            raise InputError(f"Events per frame must be a positive integer, not {events_per_frame}.")
+        self.n = int(events_per_frame)
+        self.mapping = mapping
+        self._pending_keys: list[np.ndarray] = []  # keys of the partial frame (may include trash)
+        self.pending = 0  # inside events waiting for the next frame
+        self.events_in = 0  # every event pushed
+        self.events_outside = 0  # events outside the region (never part of a frame)
+        self.frames_out = 0
+
+    def reset(self) -> None:
+        """Forget the partial frame (after a seek, so that a frame never spans the jump)."""
+        self.events_outside += sum(int((k == self.mapping.bins).sum()) for k in self._pending_keys)
+        self._pending_keys, self.pending = [], 0
+
+    @property
+    def leftover(self) -> int:
+        """Events inside the region that wait for the next frame."""
+        return self.pending
+
+    def push(self, batch: np.ndarray) -> Frames:
+        """Bin a batch; returns the frames it completed (possibly none)."""
+        frames, ends = [], []
+        for start in range(0, batch.shape[0], self.CHUNK):
+            self._push_chunk(batch[start : start + self.CHUNK], frames, ends)
+        shape = self.mapping.frame_shape
+        if not frames:
+            return Frames(np.zeros((0, *shape), np.float32), np.zeros(0, np.int64))
+        counts = np.concatenate(frames) if len(frames) > 1 else frames[0]
+        return Frames(counts.reshape(-1, *shape), np.concatenate(ends))
+
+    def _push_chunk(self, chunk: np.ndarray, frames: list, ends: list) -> None:
+        m = self.mapping
+        self.events_in += chunk.shape[0]
+        keys = m.keys(chunk)
+        if m.covers_sensor:
+            inside_count = keys.shape[0]
+        else:
+            inside = keys < m.bins
+            inside_count = int(np.count_nonzero(inside))
+            self.events_outside += keys.shape[0] - inside_count
+        if self.pending + inside_count < self.n:
+            self._pending_keys.append(keys)
+            self.pending += inside_count
+            return
+        # Position (in this chunk) of the last event of each frame completed here.
+        k = (self.pending + inside_count) // self.n
+        targets = np.arange(1, k + 1) * self.n - self.pending  # inside events needed from this chunk
+        if m.covers_sensor:
+            cut = targets
+        else:
+            cut = np.searchsorted(np.cumsum(inside, dtype=np.int32), targets) + 1
+        counts = np.empty((k, m.bins), np.float32)
+        start = 0
+        for j in range(k):
+            part = keys[start : cut[j]]
+            if j == 0 and self._pending_keys:
+                part = np.concatenate([*self._pending_keys, part])
+            counts[j] = np.bincount(part, minlength=m.bins + 1)[: m.bins]
+            start = cut[j]
+        frames.append(counts)
+        ends.append(chunk["timestamp"][cut - 1].astype(np.int64))
+        rest = keys[start:]
+        self._pending_keys = [rest] if rest.shape[0] else []
+        self.pending = self.pending + inside_count - k * self.n
+        self.frames_out += k

@@ -1,0 +1,71 @@
+"""The one event dtype of the program and the sensor geometry that travels with every source.
+
+The layout is exactly what dv-processing's ``EventStore.numpy()`` yields (reference/event-io.md section 1.3),
+so batches from the camera, the network and .aedat4 files need no conversion; every other reader converts
+to it at the source and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EVENT_DTYPE = np.dtype(
+    {"names": ["timestamp", "x", "y", "polarity"], "formats": ["<i8", "<i2", "<i2", "i1"], "itemsize": 16}
+)
+
+# DVS128 Gesture class names, index = 0-based label (DVS128 Gesture's gesture_mapping / tonic's classes).
+GESTURE_CLASSES = (
+    "hand_clapping",
+    "right_hand_wave",
+    "left_hand_wave",
+    "right_arm_clockwise",
+    "right_arm_counter_clockwise",
+    "left_arm_clockwise",
+    "left_arm_counter_clockwise",
+    "arm_roll",
+    "air_drums",
+    "air_guitar",
+    "other_gestures",
+)
+
+
+@dataclass(frozen=True)
+class SensorGeometry:
+    """Width, height and a human name of the sensor that produced a stream."""
+
+    width: int
+    height: int
+    name: str = "unknown"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.width}x{self.height})"
+
+
+@dataclass(frozen=True)
+class LabelInterval:
+    """A ground-truth gesture: 0-based class id and [start_us, end_us) on the stream's rebased clock."""
+
+    class_id: int
+    start_us: int
+    end_us: int
+
+    @property
+    def class_name(self) -> str:
+        return GESTURE_CLASSES[self.class_id]
+
+
+def empty_events(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=EVENT_DTYPE)
+
+
+def make_events(t, x, y, p) -> np.ndarray:
+    """Pack column arrays into the program's event dtype (the one conversion point for non-dv readers)."""
+    t = np.asarray(t)
+    out = np.empty(t.shape[0], dtype=EVENT_DTYPE)
+    out["timestamp"] = t
+    out["x"] = x
+    out["y"] = y
+    out["polarity"] = np.asarray(p) != 0
+    return out

@@ -1,0 +1,135 @@
+"""The one interface every event source implements, plus the generic replay controls.
+
+A source yields batches in ``EVENT_DTYPE`` with timestamps rebased to the stream's first event, carries the
+sensor geometry, and (for labelled recordings) ground-truth intervals on the same rebased clock. Pacing,
+looping and starting at an offset are the same for every file format, so they live here once.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evapp.errors import InputError
+from evapp.events import LabelInterval, SensorGeometry
+
+
+@dataclass
+class SourceInfo:
+    """What ``evapp info`` prints about a source."""
+
+    path: str
+    format: str
+    geometry: SensorGeometry
+    duration_us: int | None = None
+    event_count: int | None = None
+    other_streams: list[str] = field(default_factory=list)
+    labels: list[LabelInterval] = field(default_factory=list)
+
+    @property
+    def mean_rate(self) -> float | None:
+        if not self.event_count or not self.duration_us:
+            return None
+        return self.event_count / (self.duration_us * 1e-6)
+
+
+class EventSource(ABC):
+    """A stream of event batches. Subclasses implement ``_raw_batches`` (absolute time, file order)."""
+
+    format_name = "events"
+    is_live = False
+
+    def __init__(self, geometry: SensorGeometry, labels: list[LabelInterval] | None = None):
+        self.geometry = geometry
+        self.labels = labels or []
+        self.t0_us: int | None = None  # absolute time of the stream's first event
+
+    @abstractmethod
+    def _raw_batches(self) -> Iterator[np.ndarray]:
+        """Batches with the source's own (absolute) timestamps, in stream order."""
+
+    def batches(self) -> Iterator[np.ndarray]:
+        """Batches rebased so that the stream's first event is at t = 0."""
+        for batch in self._raw_batches():
+            if batch.shape[0] == 0:
+                continue
+            if self.t0_us is None:
+                self.t0_us = int(batch["timestamp"][0])
+            if self.t0_us:
+                batch = batch.copy() if not batch.flags.writeable else batch
+                batch["timestamp"] -= self.t0_us
+            yield batch
+        if self.t0_us is None and not self.is_live:
+            raise InputError(f"{self.describe()} contains no events.")
+
+    def info(self) -> SourceInfo:
+        """Describe the source; file sources override this with header facts where they can."""
+        count, first, last = 0, None, None
+        for batch in self._raw_batches():
+            if batch.shape[0]:
+                count += batch.shape[0]
+                first = int(batch["timestamp"][0]) if first is None else first
+                last = int(batch["timestamp"][-1])
+        if first is None:
+            raise InputError(f"{self.describe()} contains no events.")
+        duration = last - first
+        return SourceInfo(self.describe(), self.format_name, self.geometry, duration, count, [], self.labels)
+
+    def describe(self) -> str:
+        return self.format_name
+
+    def close(self) -> None:  # noqa: B027 - most file sources hold nothing to release
+        """Release the device, connection or file."""
+
+
+def start_at(batches: Iterator[np.ndarray], start_us: int) -> Iterator[np.ndarray]:
+    """Drop everything before ``start_us`` on the rebased clock (replay ``--start``)."""
+    for batch in batches:
+        if batch["timestamp"][-1] < start_us:
+            continue
+        if batch["timestamp"][0] < start_us:
+            batch = batch[np.searchsorted(batch["timestamp"], start_us, side="left") :]
+        yield batch
+
+
+def looped(source: EventSource, start_us: int = 0, loop: bool = False) -> Iterator[np.ndarray]:
+    """Replay a file source, optionally forever; each pass continues the clock so time stays monotonic."""
+    offset = 0
+    while True:
+        last = None
+        for batch in start_at(source.batches(), start_us):
+            last = int(batch["timestamp"][-1])
+            if offset:
+                batch = batch.copy()
+                batch["timestamp"] += offset
+            yield batch
+        if not loop or last is None:
+            return
+        # The next pass begins 1 µs after this pass's last event, at the same place in the recording.
+        offset += last - start_us + 1
+
+
+def paced(batches: Iterator[np.ndarray], speed: float | None) -> Iterator[np.ndarray]:
+    """Release each batch no earlier than its last event's stream time divided by ``speed``.
+
+    ``speed=None`` means as fast as possible. Pacing is against a monotonic wall clock started at the first
+    batch, so a slow consumer is never made to wait extra and the replay never drops events.
+    """
+    if speed is None:
+        yield from batches
+        return
+    wall0 = None
+    stream0 = None
+    for batch in batches:
+        t_last = int(batch["timestamp"][-1])
+        if wall0 is None:
+            wall0, stream0 = time.monotonic(), int(batch["timestamp"][0])
+        due = wall0 + (t_last - stream0) * 1e-6 / speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield batch

@@ -1,0 +1,72 @@
+"""Live event streams from a dv-processing ``NetworkWriter`` (DV software, another evapp) at tcp://HOST:PORT."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlparse
+
+from evapp.errors import InputError, SourceLost
+from evapp.events import SensorGeometry
+from evapp.sources.base import EventSource
+
+
+def parse_tcp_address(spec: str) -> tuple[str, int]:
+    url = urlparse(spec)
+    if url.scheme != "tcp" or not url.hostname or url.port is None:
+        raise InputError(f"'{spec}' is not a network address of the form tcp://HOST:PORT.")
+    return url.hostname, url.port
+
+
+class NetworkSource(EventSource):
+    """Events from a dv-processing network server.
+
+    ``NetworkReader.getNextEventBatch`` is non-blocking (it returns None when nothing is queued,
+    event-io.md section 1.6), so the reader polls with a short sleep. The stream ends when the server closes
+    the connection; ``idle_timeout_s`` bounds how long a silent but open connection is waited on.
+    """
+
+    format_name = "dv-processing network stream"
+    is_live = True
+
+    def __init__(self, spec: str, idle_timeout_s: float | None = None, poll_s: float = 0.0005):
+        import dv_processing as dv
+
+        self.spec = spec
+        self.host, self.port = parse_tcp_address(spec)
+        try:
+            self._reader = dv.io.NetworkReader(self.host, self.port)
+        except RuntimeError as exc:
+            raise InputError(
+                f"Nothing accepts connections at {spec} ({exc}); start the event server first or check the address."
+            ) from None
+        resolution = self._reader.getEventResolution()
+        if resolution is None:
+            raise InputError(f"The stream at {spec} carries no events.")
+        name = self._reader.getCameraName() or "network"
+        super().__init__(SensorGeometry(int(resolution[0]), int(resolution[1]), name))
+        self.idle_timeout_s = idle_timeout_s
+        self.poll_s = poll_s
+
+    def _raw_batches(self):
+        reader = self._reader
+        last_data = time.monotonic()
+        while True:
+            try:
+                store = reader.getNextEventBatch()
+            except RuntimeError as exc:
+                raise SourceLost(f"The stream at {self.spec} broke off ({exc}).") from None
+            if store is not None and len(store):
+                last_data = time.monotonic()
+                yield store.numpy()
+                continue
+            if not reader.isRunning():
+                return
+            if self.idle_timeout_s is not None and time.monotonic() - last_data > self.idle_timeout_s:
+                return
+            time.sleep(self.poll_s)
+
+    def describe(self) -> str:
+        return self.spec
+
+    def close(self) -> None:
+        self._reader = None
