@@ -67,6 +67,8 @@ def iter_aedat3_batches(path: str | Path):
             if out.shape[0]:
                 yield out
         pos += nbytes
+    if pos != size:
+        raise Aedat3FormatError(f"its last {size - pos} bytes are a cut-off packet header (file truncated)")
 
 
 def read_aedat3(path: str | Path) -> np.ndarray:
