@@ -1,0 +1,206 @@
+"""Model benchmark: ms per step, firing rate per neuron layer, theoretical energy per step.
+
+Energy uses the 45 nm model of Horowitz (ISSCC 2014) as SGLFormer does (papers/000 section 2.5, after
+Zhou et al. 2023): E_MAC = 4.6 pJ, E_AC = 0.9 pJ. The first layer (it sees the real-valued count frame)
+costs MACs; later layers cost ACs = synaptic ops x firing rate of their input. Here that rule is applied
+per executed op, measured by hooks over a few streaming steps:
+
+- Conv2d/Linear/MatMul whose input is non-negative integers (spikes, or spike sums on SGLFormer's
+  residual stream): ACs = dense MACs x mean input (a count of n spikes costs n accumulates);
+- if both operands of a MatMul are spike-like: ACs = MACs x rate_a x rate_b (independence);
+- real-valued inputs (the first layer, SpikingResformer's real-valued head): MACs. BN is folded (free).
+
+It counts what one streaming ``step`` executes, per sample, so SGLFormer's STB head (re-applied to the ring
+buffer every step) is counted each step. Untrained weights are BN-calibrated on synthetic frames first so
+that firing rates are realistic; pass a loaded model to measure trained weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..bench import format_rows, machine_description
+from ..nets import calibrate_bn, count_params, create_model
+from ..nets.layers import MatMul
+from ..snn.state import firing_rates, reset_spike_counts, set_spike_recording
+
+__all__ = ["E_AC_PJ", "E_MAC_PJ", "bench_models", "format_model_bench", "op_counts", "synthetic_frames"]
+
+E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014; papers/000 section 2.5)
+E_AC_PJ = 0.9  # 45 nm, 32-bit float accumulate
+
+
+def synthetic_frames(
+    T: int, B: int, size: tuple[int, int], events: int = 20_000, seed: int = 0, device: str | torch.device = "cpu"
+) -> Tensor:
+    """Poisson count frames ``[T, B, 2, H, W]`` with about ``events`` events per frame, concentrated in a
+    moving blob over a thin background (like a gesturing arm), split evenly across the two polarities."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = size
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    out = torch.empty(T, B, 2, H, W)
+    for b in range(B):
+        c0 = torch.rand(2, generator=g) * torch.tensor([H / 2, W / 2]) + torch.tensor([H / 4, W / 4])
+        vel = (torch.rand(2, generator=g) - 0.5) * 0.1 * torch.tensor([H, W])
+        for t in range(T):
+            cy, cx = c0 + vel * t
+            blob = torch.exp(-(((yy - cy) / (0.12 * H)) ** 2 + ((xx - cx) / (0.12 * W)) ** 2))
+            rate = blob + 0.02
+            rate = rate / rate.sum() * (events / 2)
+            out[t, b] = torch.poisson(rate.expand(2, H, W), generator=g)
+    return out.to(device)
+
+
+def _spike_like(x: Tensor) -> bool:
+    return bool((x >= 0).all()) and bool((x == torch.round(x)).all())
+
+
+@torch.inference_mode()
+def op_counts(model: nn.Module, frames: Tensor) -> dict[str, float]:
+    """MACs and ACs per step per sample, averaged over stepping ``frames`` [T, B, 2, H, W] from reset."""
+    stats = {"mac": 0.0, "ac": 0.0}
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    B = frames.shape[1]
+
+    def dense_macs(m: nn.Module, x: Tensor, y: Tensor) -> float:
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            return y.numel() * (m.in_channels // m.groups) * kh * kw
+        return y.numel() * m.in_features
+
+    def hook(m, inp, out):
+        x = inp[0]
+        macs = dense_macs(m, x, out) / B
+        if m is not first and _spike_like(x):
+            stats["ac"] += macs * float(x.float().mean())
+        else:
+            stats["mac"] += macs
+
+    def mm_hook(m, inp, out):
+        a, b = inp
+        macs = a.numel() * b.shape[-1] / B
+        sa, sb = _spike_like(a), _spike_like(b)
+        if sa and sb:
+            stats["ac"] += macs * float(a.float().mean()) * float(b.float().mean())
+        elif sa or sb:
+            stats["ac"] += macs * float((a if sa else b).float().mean())
+        else:
+            stats["mac"] += macs
+
+    handles = [
+        m.register_forward_hook(mm_hook if isinstance(m, MatMul) else hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear | MatMul)
+    ]
+    try:
+        model.reset()
+        for t in range(frames.shape[0]):
+            model.step(frames[t])
+    finally:
+        for h in handles:
+            h.remove()
+        model.reset()
+    T = frames.shape[0]
+    mac, ac = stats["mac"] / T, stats["ac"] / T
+    return {"mac": mac, "ac": ac, "energy_uj": (mac * E_MAC_PJ + ac * E_AC_PJ) * 1e-6}
+
+
+def bench_models(
+    names: Sequence[str | nn.Module],
+    device: str | torch.device = "cpu",
+    batch_sizes: Sequence[int] = (1, 4),
+    warmup: int = 5,
+    iters: int = 50,
+    seed: int = 0,
+) -> list[dict]:
+    """Time ``model.step`` per model and batch size; one dict per (model, batch).
+
+    ``names`` holds registry names (untrained weights, BN-calibrated) or ready models (used as given).
+    Keys: model, device, batch, params, ms_median, ms_p99, spike_rate (mean over layers), spike_rates
+    (per layer), mac_m / ac_m (millions per step per sample), energy_uj (per step per sample).
+    """
+    from ..engine.torch_engine import resolve_device
+
+    dev = resolve_device(device)
+    rows = []
+    for entry in names:
+        if isinstance(entry, str):
+            model = create_model(entry)
+            calib = synthetic_frames(model.cfg.T, 2, model.cfg.input_size, model.cfg.events_per_frame, seed=seed + 1)
+            calibrate_bn(model, calib)
+        else:
+            model = entry
+        model = model.to(dev).eval()
+        cfg = model.cfg
+        frames = synthetic_frames(cfg.T, max(batch_sizes), cfg.input_size, cfg.events_per_frame, seed, dev)
+        ops = op_counts(model, frames[:, :1])
+        for bs in batch_sizes:
+            x = frames[:, :bs]
+            times = []
+            set_spike_recording(model, True)
+            with torch.inference_mode():
+                model.reset()
+                for i in range(warmup + iters):
+                    if i % cfg.T == 0:
+                        model.reset()
+                    if i == warmup:
+                        reset_spike_counts(model)
+                    t0 = time.perf_counter()
+                    model.step(x[i % cfg.T])
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    if i >= warmup:
+                        times.append((time.perf_counter() - t0) * 1e3)
+            rates = firing_rates(model)
+            set_spike_recording(model, False)
+            reset_spike_counts(model)
+            model.reset()
+            rows.append(
+                {
+                    "model": cfg.name,
+                    "device": str(dev),
+                    "batch": bs,
+                    "params": count_params(model),
+                    "ms_median": float(np.median(times)),
+                    "ms_p99": float(np.percentile(times, 99)),
+                    "spike_rate": float(np.mean(list(rates.values()))) if rates else None,
+                    "spike_rates": rates,
+                    "mac_m": ops["mac"] / 1e6,
+                    "ac_m": ops["ac"] / 1e6,
+                    "energy_uj": ops["energy_uj"],
+                }
+            )
+    return rows
+
+
+def format_model_bench(rows: list[dict], per_layer: bool = False) -> str:
+    """Text table (with the machine line) of :func:`bench_models` rows; ``per_layer`` adds firing rates."""
+    table = [dict(r, params_m=r["params"] / 1e6) for r in rows]
+    cols = [
+        ("model", "model", "s"),
+        ("device", "device", "s"),
+        ("batch", "batch", "d"),
+        ("params_m", "params (M)", ".3f"),
+        ("ms_median", "ms/step median", ".2f"),
+        ("ms_p99", "ms/step p99", ".2f"),
+        ("spike_rate", "spike rate", ".3f"),
+        ("mac_m", "MAC (M)", ".1f"),
+        ("ac_m", "AC (M)", ".1f"),
+        ("energy_uj", "energy uJ/step", ".1f"),
+    ]
+    text = machine_description() + "\n" + format_rows(table, cols)
+    text += "\nenergy: 45 nm model, E_MAC 4.6 pJ, E_AC 0.9 pJ, per step per sample (SGLFormer paper, sec. 2.5)"
+    if per_layer:
+        seen = set()
+        for r in rows:
+            if r["model"] in seen:
+                continue
+            seen.add(r["model"])
+            text += f"\n\n{r['model']} firing rate per neuron layer:\n"
+            text += "\n".join(f"  {k:<48s} {v:.4f}" for k, v in r["spike_rates"].items())
+    return text

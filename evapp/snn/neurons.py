@@ -1,0 +1,237 @@
+"""Spiking neurons with explicit, device-resident membrane state.
+
+Settings follow the reference implementations (shared/reference/architectures.md section 0.1, SpikingJelly
+defaults): tau 2, ``decay_input=True``, threshold 1.0 (0.5 for the attention LIFs), hard reset to 0 with the
+reset path detached, Heaviside forward with H(0) = 1 (spike when v >= threshold).
+
+Step modes, as in SpikingJelly: a neuron in ``"m"`` (multi-step) mode takes ``[T, B, ...]`` and loops over T
+internally; in ``"s"`` (single-step) mode it takes ``[B, ...]``. Either way the membrane ``v`` (shape
+``[B, ...]``) survives between calls until :meth:`BaseNode.reset`, so T single steps equal one T-step call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .state import Stateful
+
+__all__ = [
+    "ATanSurrogate",
+    "BaseNode",
+    "LIF",
+    "ParametricLIF",
+    "SigmoidSurrogate",
+    "atan_surrogate",
+    "sigmoid_surrogate",
+]
+
+
+class SigmoidSurrogate(torch.autograd.Function):
+    """Heaviside forward; backward g'(x) = alpha * sigmoid(alpha x) * (1 - sigmoid(alpha x)).
+
+    SpikingJelly ``surrogate.Sigmoid``, default alpha 4 (architectures.md 0.1, SGLFormer/Spikformer)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        sg = torch.sigmoid(ctx.alpha * x)
+        return grad * ctx.alpha * sg * (1.0 - sg), None
+
+
+class ATanSurrogate(torch.autograd.Function):
+    """Heaviside forward; backward g'(x) = (alpha / 2) / (1 + (pi / 2 * alpha * x)^2).
+
+    SpikingJelly ``surrogate.ATan``, default alpha 2 (architectures.md 0.1, SpikingResformer)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2.0) / (1.0 + (math.pi / 2.0 * a * x) ** 2), None
+
+
+def sigmoid_surrogate(x: Tensor, alpha: float = 4.0) -> Tensor:
+    return SigmoidSurrogate.apply(x, alpha)
+
+
+def atan_surrogate(x: Tensor, alpha: float = 2.0) -> Tensor:
+    return ATanSurrogate.apply(x, alpha)
+
+
+_SURROGATES = {"sigmoid": (SigmoidSurrogate, 4.0), "atan": (ATanSurrogate, 2.0)}
+
+
+class BaseNode(Stateful, nn.Module):
+    """Integrate-and-fire skeleton: charge (subclass), fire, detached hard reset.
+
+    State: ``v`` is a non-persistent buffer (follows ``.to(device)``, never lands in a ``state_dict``),
+    ``None`` until the first input fixes its shape. Spike counting for firing-rate diagnostics is off
+    unless ``record_spikes`` is set; it costs one reduction per call and stays on the device.
+    """
+
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        v_reset: float = 0.0,
+        surrogate: str = "sigmoid",
+        alpha: float | None = None,
+        detach_reset: bool = True,
+        step_mode: str = "m",
+    ) -> None:
+        super().__init__()
+        if surrogate not in _SURROGATES:
+            raise ValueError(f"unknown surrogate {surrogate!r}; choose from {sorted(_SURROGATES)}")
+        if step_mode not in ("s", "m"):
+            raise ValueError("step_mode must be 's' or 'm'")
+        self.v_threshold = float(v_threshold)
+        self.v_reset = float(v_reset)
+        self.surrogate = surrogate
+        self._sg_fn, default_alpha = _SURROGATES[surrogate]
+        self.alpha = float(default_alpha if alpha is None else alpha)
+        self.detach_reset = detach_reset
+        self.step_mode = step_mode
+        self.record_spikes = False
+        self.register_buffer("v", None, persistent=False)
+        self.spike_sum: Tensor | None = None  # device scalar, summed spikes since reset_spike_count()
+        self.spike_elems = 0  # neuron-steps seen since reset_spike_count()
+
+    # -- dynamics -------------------------------------------------------------------------------------
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fire(self, v: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return self._sg_fn.apply(v - self.v_threshold, self.alpha)
+        return (v >= self.v_threshold).to(v.dtype)  # no graph needed: skip the autograd Function
+
+    def _reset(self, v: Tensor, s: Tensor) -> Tensor:
+        s_r = s.detach() if self.detach_reset else s
+        if self.v_reset == 0.0:
+            return v * (1.0 - s_r)
+        return v * (1.0 - s_r) + s_r * self.v_reset
+
+    def _init_v(self, x: Tensor) -> Tensor:
+        v = self.v
+        if v is None:
+            return torch.full_like(x, self.v_reset)
+        if v.shape != x.shape:
+            raise RuntimeError(
+                f"{type(self).__name__}: input {tuple(x.shape)} does not match the membrane state "
+                f"{tuple(v.shape)}; call reset() before changing batch size or resolution"
+            )
+        return v
+
+    def single_step(self, x: Tensor) -> Tensor:
+        v = self.charge(self._init_v(x), x)
+        s = self._fire(v)
+        self.v = self._reset(v, s)
+        self._count(s)
+        return s
+
+    def multi_step(self, x_seq: Tensor) -> Tensor:
+        v = self._init_v(x_seq[0])
+        out = []
+        for t in range(x_seq.shape[0]):
+            v = self.charge(v, x_seq[t])
+            s = self._fire(v)
+            v = self._reset(v, s)
+            out.append(s)
+        self.v = v
+        s_seq = torch.stack(out)
+        self._count(s_seq)
+        return s_seq
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.multi_step(x) if self.step_mode == "m" else self.single_step(x)
+
+    # -- state ----------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.v = None
+
+    def reset_rows(self, keep: Tensor) -> None:
+        """Zero the state of the batch rows where ``keep`` (shape [B], float 0/1) is 0; others untouched."""
+        if self.v is not None:
+            k = keep.to(self.v.dtype).view(-1, *([1] * (self.v.dim() - 1)))
+            self.v = self.v * k + (1.0 - k) * self.v_reset
+
+    def state_tensors(self) -> list[Tensor | None]:
+        return [self.v]
+
+    def load_state_tensors(self, tensors: list[Tensor]) -> None:
+        (self.v,) = tensors
+
+    def state_fill_values(self) -> list[float]:
+        return [self.v_reset]
+
+    # -- diagnostics ----------------------------------------------------------------------------------
+    def _count(self, s: Tensor) -> None:
+        if self.record_spikes:
+            total = s.detach().sum()
+            self.spike_sum = total if self.spike_sum is None else self.spike_sum + total
+            self.spike_elems += s.numel()
+
+    def reset_spike_count(self) -> None:
+        self.spike_sum = None
+        self.spike_elems = 0
+
+    def firing_rate(self) -> float | None:
+        if self.spike_sum is None or self.spike_elems == 0:
+            return None
+        return float(self.spike_sum) / self.spike_elems
+
+    def extra_repr(self) -> str:
+        return (
+            f"v_threshold={self.v_threshold}, v_reset={self.v_reset}, surrogate={self.surrogate}"
+            f"(alpha={self.alpha}), detach_reset={self.detach_reset}, step_mode={self.step_mode!r}"
+        )
+
+
+class LIF(BaseNode):
+    """Leaky integrate-and-fire, ``decay_input=True``: v <- v + (x - (v - v_reset)) / tau."""
+
+    def __init__(self, tau: float = 2.0, **kw) -> None:
+        super().__init__(**kw)
+        if tau <= 1.0:
+            raise ValueError("tau must be > 1")
+        self.tau = float(tau)
+
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:
+        return v + (x - (v - self.v_reset)) / self.tau
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, " + super().extra_repr()
+
+
+class ParametricLIF(BaseNode):
+    """PLIF (Fang et al. 2021): one learnable scalar ``w`` per layer, 1/tau = sigmoid(w).
+
+    ``w0 = -ln(init_tau - 1)`` so init_tau 2 gives w0 = 0 (architectures.md 0.1). ``decay_input=True``:
+    v <- v + (x - (v - v_reset)) * sigmoid(w).
+    """
+
+    def __init__(self, init_tau: float = 2.0, surrogate: str = "atan", **kw) -> None:
+        super().__init__(surrogate=surrogate, **kw)
+        if init_tau <= 1.0:
+            raise ValueError("init_tau must be > 1")
+        self.w = nn.Parameter(torch.tensor(-math.log(init_tau - 1.0)))
+
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:
+        return v + (x - (v - self.v_reset)) * torch.sigmoid(self.w)
+
+    def extra_repr(self) -> str:
+        return f"tau={1.0 / torch.sigmoid(self.w.detach()).item():.4f}, " + super().extra_repr()
