@@ -1,0 +1,148 @@
+"""Streaming evaluation: what a user feels on a labelled recording.
+
+Inputs are the decoder's decisions (time, class or idle) and the frames' times; labels are ground-truth
+intervals on the same rebased clock. Metrics:
+
+- frame accuracy: over frames whose time lies inside a labelled gesture, the fraction for which the label
+  on show at that time (the latest decision at or before it) is the labelled class;
+- decision latency per gesture: labelled start to the first decision that is correct and stays correct for
+  ``confirm`` consecutive decisions; a gesture with no such decision before its end is missed;
+- false alarms: decisions that start naming a gesture (a change of label to a class) inside a pause;
+- a confusion matrix of frames inside gestures: rows the true class, columns the class on show (last column:
+  idle / nothing named).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evapp.decoder import IDLE
+from evapp.events import GESTURE_CLASSES, LabelInterval
+
+
+@dataclass
+class GestureResult:
+    class_id: int
+    start_us: int
+    end_us: int
+    latency_ms: float | None  # None when missed
+
+
+@dataclass
+class StreamMetrics:
+    frame_accuracy: float | None
+    frames_in_gestures: int
+    gestures: list[GestureResult]
+    false_alarms: int
+    confusion: np.ndarray  # [classes, classes + 1]
+    class_names: list[str] = field(default_factory=lambda: list(GESTURE_CLASSES))
+
+    @property
+    def missed(self) -> int:
+        return sum(g.latency_ms is None for g in self.gestures)
+
+    @property
+    def median_latency_ms(self) -> float | None:
+        lat = [g.latency_ms for g in self.gestures if g.latency_ms is not None]
+        return float(np.median(lat)) if lat else None
+
+    def to_dict(self) -> dict:
+        return {
+            "frame_accuracy": self.frame_accuracy,
+            "frames_in_gestures": self.frames_in_gestures,
+            "gestures": len(self.gestures),
+            "missed_gestures": self.missed,
+            "false_alarms": self.false_alarms,
+            "median_latency_ms": self.median_latency_ms,
+            "per_gesture": [
+                {"class_id": g.class_id, "class_name": self.class_names[g.class_id], "start_us": g.start_us,
+                 "end_us": g.end_us, "latency_ms": g.latency_ms}
+                for g in self.gestures
+            ],
+            "confusion": self.confusion.tolist(),
+            "class_names": self.class_names,
+        }
+
+
+def label_at(times_us: np.ndarray, labels: list[LabelInterval]) -> np.ndarray:
+    """Ground-truth class at each time, IDLE outside every interval (a later interval wins an overlap)."""
+    out = np.full(times_us.shape[0], IDLE, dtype=np.int64)
+    for lab in labels:
+        out[(times_us >= lab.start_us) & (times_us < lab.end_us)] = lab.class_id
+    return out
+
+
+def shown_at(times_us: np.ndarray, decision_t: np.ndarray, decision_cls: np.ndarray) -> np.ndarray:
+    """The label on show at each time: the latest decision at or before it (IDLE before the first)."""
+    idx = np.searchsorted(decision_t, times_us, side="right") - 1
+    return np.where(idx >= 0, decision_cls[np.clip(idx, 0, None)], IDLE)
+
+
+def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelInterval], confirm: int = 3,
+                   num_classes: int = len(GESTURE_CLASSES)) -> StreamMetrics:
+    frame_t = np.asarray(frame_t_us, dtype=np.int64)
+    dec_t = np.asarray(decision_t_us, dtype=np.int64)
+    dec_c = np.asarray(decision_cls, dtype=np.int64)
+    truth = label_at(frame_t, labels)
+    shown = shown_at(frame_t, dec_t, dec_c)
+    inside = truth != IDLE
+    confusion = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+    np.add.at(confusion, (truth[inside], np.where(shown[inside] == IDLE, num_classes, shown[inside])), 1)
+    accuracy = float((shown[inside] == truth[inside]).mean()) if inside.any() else None
+
+    gestures = []
+    for lab in labels:
+        in_gesture = np.flatnonzero((dec_t >= lab.start_us) & (dec_t < lab.end_us))
+        latency = None
+        run = 0
+        for i in in_gesture:
+            run = run + 1 if dec_c[i] == lab.class_id else 0
+            if run >= confirm:
+                first = i - confirm + 1
+                latency = (dec_t[first] - lab.start_us) / 1000.0
+                break
+        gestures.append(GestureResult(lab.class_id, lab.start_us, lab.end_us, latency))
+
+    onsets = np.flatnonzero((dec_c != IDLE) & (dec_c != np.concatenate([[IDLE], dec_c[:-1]])))
+    false_alarms = int((label_at(dec_t[onsets], labels) == IDLE).sum()) if onsets.size else 0
+    return StreamMetrics(accuracy, int(inside.sum()), gestures, false_alarms, confusion)
+
+
+def confusion_png(metrics: StreamMetrics, path, title: str = "") -> None:
+    """Save the confusion matrix as a PNG (row-normalised colours, counts written in the cells)."""
+    import cv2
+
+    conf = metrics.confusion
+    names = [*metrics.class_names, "idle"]
+    rows, cols = conf.shape
+    cell, left, top = 44, 230, 60
+    width, height = left + cols * cell + 20, top + rows * cell + 150
+    img = np.full((height, width, 3), 255, np.uint8)
+    norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    if title:
+        cv2.putText(img, title, (10, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    for r in range(rows):
+        cv2.putText(img, names[r][:26], (5, top + r * cell + 28), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        for c in range(cols):
+            shade = int(255 * (1 - norm[r, c]))
+            x0, y0 = left + c * cell, top + r * cell
+            cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), (255, shade, shade), -1)
+            cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), (200, 200, 200), 1)
+            if conf[r, c]:
+                color = (255, 255, 255) if norm[r, c] > 0.5 else (0, 0, 0)
+                cv2.putText(img, str(int(conf[r, c])), (x0 + 4, y0 + 27), font, 0.4, color, 1, cv2.LINE_AA)
+    for c in range(cols):
+        org = (left + c * cell + 18, top + rows * cell + 8)
+        label = np.full((cell - 4, 140, 3), 255, np.uint8)
+        cv2.putText(label, names[c][:16], (2, 25), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        rotated = cv2.rotate(label, cv2.ROTATE_90_CLOCKWISE)
+        h, w = rotated.shape[:2]
+        x0 = org[0] - w // 2
+        img[org[1] : org[1] + h, x0 : x0 + w] = np.minimum(img[org[1] : org[1] + h, x0 : x0 + w], rotated)
+    cv2.putText(img, "rows: labelled class, columns: class shown", (10, height - 8), font, 0.45, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")

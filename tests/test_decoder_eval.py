@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from evapp.decoder import IDLE, Decoder, DecoderSettings
+from evapp.evaluate import confusion_png, stream_metrics
+from evapp.events import LabelInterval
+
+
+def one_hot(c, p=0.9, n=11):
+    v = np.full(n, (1 - p) / (n - 1))
+    v[c] = p
+    return v
+
+
+def test_decoder_hysteresis_threshold_and_idle():
+    dec = Decoder(DecoderSettings(smoothing=1, threshold=0.5, hold=2, idle_below_fps=5.0))
+    labels = [dec.update(i, one_hot(c), fps=30).class_id for i, c in enumerate([3, 3, 3, 4, 3, 4, 4, 4])]
+    # 3 needs two answers to take over from idle; a single 4 does not flip it; two 4s in a row do.
+    assert labels == [IDLE, 3, 3, 3, 3, 3, 4, 4]
+    assert dec.update(9, one_hot(4), fps=2.0).class_id == 4  # first quiet answer: still held
+    assert dec.update(10, one_hot(4), fps=2.0).class_id == IDLE  # quiet for `hold` answers: idle
+    flat = np.full(11, 1 / 11)
+    dec.reset()
+    assert [dec.update(i, flat, fps=30).class_id for i in range(4)] == [IDLE] * 4  # never confident
+
+
+def test_decoder_smoothing_averages_recent_answers():
+    dec = Decoder(DecoderSettings(smoothing=3, threshold=0.0, hold=1))
+    d = None
+    for c in (1, 1, 2):
+        d = dec.update(0, one_hot(c, p=1.0))
+    np.testing.assert_allclose(d.probs[[1, 2]], [2 / 3, 1 / 3])
+    assert d.class_id == 1 and d.raw_class_id == 2
+
+
+def test_stream_metrics_match_hand_computed_numbers(tmp_path):
+    labels = [LabelInterval(2, 1_000_000, 3_000_000), LabelInterval(5, 4_000_000, 6_000_000),
+              LabelInterval(9, 6_200_000, 6_800_000)]
+    frames = np.arange(70) * 100_000
+    script = [(0, IDLE), (1_200_000, 2), (1_300_000, 2), (1_400_000, 2), (3_500_000, 7), (3_600_000, IDLE),
+              (4_500_000, 5), (4_600_000, 0), (4_700_000, 5), (4_800_000, 5), (4_900_000, 5)]
+    t, c = zip(*script, strict=True)
+    m = stream_metrics(frames, t, c, labels, confirm=3)
+    assert m.frames_in_gestures == 46
+    assert m.frame_accuracy == pytest.approx(32 / 46)
+    assert [g.latency_ms for g in m.gestures] == [200.0, 700.0, None]
+    assert m.missed == 1 and m.median_latency_ms == 450.0
+    assert m.false_alarms == 1
+    assert m.confusion[2, 2] == 18 and m.confusion[2, 11] == 2
+    assert m.confusion[5, 5] == 14 and m.confusion[5, 0] == 1 and m.confusion[5, 11] == 5
+    assert m.confusion[9, 5] == 6 and m.confusion.sum() == 46
+    png = tmp_path / "confusion.png"
+    confusion_png(m, png, title="scripted")
+    import cv2
+
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 400 and img.shape[1] > 600
