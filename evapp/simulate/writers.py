@@ -1,0 +1,186 @@
+"""Write simulated streams as files: an .aedat4 recording with its labels, or a DVS128-Gesture-like folder.
+
+Clock convention. Simulated events are rebased so that the first event is at t = 0. A file stores them
+shifted by ``t0_us`` (its first event is at ``t0_us``) and its labels CSV holds absolute times on that same
+shifted clock. A reader that rebases the events to the first one and subtracts that same time from the
+CSV (``read_labels_csv(path, t0_us=first_event_time)``) gets back exactly the simulated intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
+from evapp.simulate.dvs import DvsParams
+from evapp.simulate.figure import LIGHTINGS
+from evapp.simulate.sequence import _rng, simulate_sequence
+from evapp.sources.aedat3 import labels_path_for, write_aedat3, write_labels_csv
+from evapp.sources.aedat4 import write_aedat4
+
+DATASET_LIGHTINGS = tuple(LIGHTINGS)  # fluorescent, fluorescent_led, lab, led, natural
+
+
+def _shifted(events: np.ndarray, t0_us: int) -> np.ndarray:
+    if t0_us == 0:
+        return events
+    out = events.copy()
+    out["timestamp"] += np.int64(t0_us)
+    return out
+
+
+def write_recording(path: str | Path, events: np.ndarray, labels: Sequence[LabelInterval],
+                    geometry: SensorGeometry, t0_us: int = 0, camera_name: str | None = None) -> tuple[Path, Path]:
+    """Write ``events`` to ``path`` (.aedat4, via dv-processing) and ``<stem>_labels.csv`` beside it.
+
+    Both are shifted by ``t0_us`` (see the module's clock convention). Returns (aedat4 path, labels path).
+    """
+    path = Path(path)
+    if path.suffix != ".aedat4":
+        raise ValueError(f"{path} must end in .aedat4 (dv-processing refuses other extensions)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_aedat4(path, _shifted(events, t0_us), geometry, camera_name=camera_name)
+    labels_path = labels_path_for(path)
+    write_labels_csv(labels_path, list(labels), t0_us=t0_us)
+    return path, labels_path
+
+
+@dataclass
+class DatasetInfo:
+    folder: Path
+    train: list[str] = field(default_factory=list)  # trial file names, as in trials_to_train.txt
+    test: list[str] = field(default_factory=list)
+    events: int = 0
+    duration_s: float = 0.0
+
+
+def write_dataset(
+    folder: str | Path,
+    n_users: int = 4,
+    lightings: Sequence[str] = ("fluorescent", "led"),
+    seed: int = 0,
+    resolution: tuple[int, int] = (128, 128),
+    train_users: int | None = None,
+    gesture_s: float = 3.0,
+    pause_s: float = 1.0,
+    *,
+    fps: float = 2000.0,
+    params: DvsParams | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DatasetInfo:
+    """Write a folder laid out like DVS128 Gesture's ``DvsGesture/``.
+
+    For each user ``NN`` (1-based) and lighting: ``userNN_<lighting>.aedat`` (AEDAT 3.1) and
+    ``userNN_<lighting>_labels.csv`` (classes 1..11, absolute µs), the trial performing all 11 classes
+    once in a random order with pauses (the original has about 6 s per gesture; ``gesture_s`` defaults
+    shorter to keep the files small). Users ``1..train_users`` are listed in ``trials_to_train.txt``, the
+    rest in ``trials_to_test.txt`` (default split 23:6 as in the original, at least one test user when
+    there are two or more). Each user is a different random subject (body, clothes, placement), shared by
+    that user's lightings; each trial has its own choreography and background lighting. Timestamps start
+    at a random non-zero offset so readers must rebase.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in lightings:
+        if name not in LIGHTINGS:
+            raise ValueError(f"unknown lighting {name!r}; choose from {', '.join(LIGHTINGS)}")
+    if n_users < 1:
+        raise ValueError("n_users must be at least 1")
+    if train_users is None:
+        train_users = n_users if n_users == 1 else min(n_users - 1, max(1, round(n_users * 23 / 29)))
+    info = DatasetInfo(folder)
+    n_classes = len(GESTURE_CLASSES)
+    for user in range(1, n_users + 1):
+        subject_seed = int(np.random.SeedSequence([seed, 100, user]).generate_state(1)[0])
+        for li, lighting in enumerate(lightings):
+            trial_seed = int(np.random.SeedSequence([seed, 200, user, li]).generate_state(1)[0])
+            rng = _rng(trial_seed, 9)
+            order = rng.permutation(n_classes).tolist()
+            t0 = int(rng.integers(1_000_000, 1_000_000_000))
+            events, labels, _geometry = simulate_sequence(
+                order, trial_seed, resolution, pause_s=pause_s, gesture_s=gesture_s, fps=fps,
+                lighting=lighting, subject_seed=subject_seed, params=params,
+            )
+            name = f"user{user:02d}_{lighting}.aedat"
+            write_aedat3(folder / name, _shifted(events, t0))
+            write_labels_csv(labels_path_for(folder / name), labels, t0_us=t0)
+            (info.train if user <= train_users else info.test).append(name)
+            info.events += int(events.shape[0])
+            info.duration_s += float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
+            if progress is not None:
+                progress(name)
+    (folder / "trials_to_train.txt").write_text("".join(f"{n}\n" for n in info.train))
+    (folder / "trials_to_test.txt").write_text("".join(f"{n}\n" for n in info.test))
+    return info
+
+
+def parse_classes(spec: str | Sequence[int | str] | None) -> list[int]:
+    """Class list from 0-based ids or names (``"0,1,right_hand_wave"``); ``None``/``"all"`` = all 11."""
+    if spec is None or spec == "all":
+        return list(range(len(GESTURE_CLASSES)))
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        item = str(item).strip()
+        if item.isdigit():
+            cls = int(item)
+        elif item in GESTURE_CLASSES:
+            cls = GESTURE_CLASSES.index(item)
+        else:
+            raise ValueError(f"unknown gesture class {item!r}: use 0..10 or one of {', '.join(GESTURE_CLASSES)}")
+        if not 0 <= cls < len(GESTURE_CLASSES):
+            raise ValueError(f"gesture class {cls} is out of range 0..{len(GESTURE_CLASSES) - 1}")
+        out.append(cls)
+    return out
+
+
+def simulate_main(
+    out_path: str | Path,
+    classes: str | Sequence[int | str] | None = None,
+    seed: int = 0,
+    resolution: tuple[int, int] = (128, 128),
+    gesture_s: float = 2.0,
+    pause_s: float = 1.0,
+    *,
+    dataset: bool = False,
+    n_users: int = 4,
+    lightings: Sequence[str] = ("fluorescent", "led"),
+    train_users: int | None = None,
+    lighting: str | None = None,
+    fps: float = 2000.0,
+    threshold: float | None = None,
+    noise_hz: float | None = None,
+    t0_us: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Entry point for ``evapp simulate``: one recording (``out_path`` = .aedat4) or a dataset folder.
+
+    Returns a summary dict (paths, events, duration, events/s, bytes) for the CLI to print.
+    """
+    params = DvsParams()
+    if threshold is not None or noise_hz is not None:
+        from dataclasses import replace
+
+        params = replace(
+            params,
+            **({"threshold_on": threshold, "threshold_off": threshold} if threshold is not None else {}),
+            **({"noise_rate_hz": noise_hz} if noise_hz is not None else {}),
+        )
+    out_path = Path(out_path)
+    if dataset:
+        info = write_dataset(out_path, n_users, lightings, seed, resolution, train_users, gesture_s, pause_s,
+                             fps=fps, params=params, progress=progress)
+        size = sum(p.stat().st_size for p in out_path.iterdir() if p.is_file())
+        return {"folder": str(out_path), "train": info.train, "test": info.test, "events": info.events,
+                "duration_s": info.duration_s, "bytes": size}
+    cls = parse_classes(classes)
+    events, labels, geometry = simulate_sequence(cls, seed, resolution, pause_s=pause_s, gesture_s=gesture_s,
+                                                 fps=fps, lighting=lighting, params=params)
+    aedat, csv_path = write_recording(out_path, events, labels, geometry, t0_us=t0_us)
+    duration = float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
+    return {"path": str(aedat), "labels": str(csv_path), "geometry": str(geometry), "events": int(events.shape[0]),
+            "duration_s": duration, "events_per_s": events.shape[0] / max(duration, 1e-9),
+            "bytes": aedat.stat().st_size, "classes": [GESTURE_CLASSES[c] for c in cls]}
