@@ -303,3 +303,21 @@ def test_640x480_central_square_matches_128x128():
     # Outside the central square the wider sensor sees only background: noise, no motion.
     outside_rate = (~inside).sum() / ((lab_b[0].end_us - lab_b[0].start_us) * 1e-6) / (2 * 80 * 480)
     assert outside_rate < 1.0  # events per second per pixel
+
+
+def test_lighting_flicker_adds_background_events():
+    kw = {"gesture_s": 0.3, "pause_s": 0.1}
+    calm, _, _ = render_performance(0, seed=2, **kw)
+    flick, _, _ = render_performance(0, seed=2, params=DvsParams(flicker_amplitude=0.3, flicker_hz=50.0), **kw)
+    far = (calm["y"] < 10).sum(), (flick["y"] < 10).sum()  # top rows: background only
+    assert far[1] > 10 * max(far[0], 1)
+
+
+def test_simulate_main_writes_a_recording(tmp_path):
+    from evapp.simulate.writers import simulate_main
+
+    out = simulate_main(tmp_path / "demo.aedat4", classes="right_hand_wave,0", seed=3, gesture_s=0.4, pause_s=0.2,
+                        t0_us=5_000_000)
+    assert out["classes"] == ["right_hand_wave", "hand_clapping"] and out["events"] > 1000
+    labels = read_labels_csv(out["labels"], t0_us=5_000_000)
+    assert [lab.class_id for lab in labels] == [1, 0] and out["bytes"] > 0

@@ -50,6 +50,7 @@ class DvsPixelArray:
         self.th_on = np.maximum(rng.normal(params.threshold_on, params.threshold_sigma, n), lo).astype(np.float32)
         self.th_off = np.maximum(rng.normal(params.threshold_off, params.threshold_sigma, n), lo).astype(np.float32)
         self.th = np.stack([self.th_on, self.th_off], axis=1)  # [:, 0] ON, [:, 1] OFF
+        self._all = np.arange(n)
         self._init_offset = rng.uniform(0.0, 1.0, n).astype(np.float32)
         self.lut = np.log(np.arange(256, dtype=np.float64) + params.log_eps).astype(np.float32)
         self.ref: np.ndarray | None = None
@@ -92,7 +93,8 @@ class DvsPixelArray:
         sel = slice(None) if changed is None else changed
         d = cur - self.ref[sel]
         neg = d < 0
-        th = self.th[sel, neg.view(np.int8)]  # per-pixel ON or OFF threshold, whichever way it moved
+        rows = self._all if changed is None else changed
+        th = self.th[rows, neg.view(np.int8)]  # per-pixel ON or OFF threshold, whichever way it moved
         n = np.floor(np.abs(d) / th)
         act = np.flatnonzero(n >= 1)
         if act.size == 0:
