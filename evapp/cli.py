@@ -112,6 +112,43 @@ def _region(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def decoder_options(func):
+    """--smoothing/--threshold/--hold/--idle-fps: override the decoder settings of the model."""
+    options = [
+        click.option("--smoothing", type=click.IntRange(min=1), help="Answers averaged by the decoder (default 3)."),
+        click.option("--threshold", type=click.FloatRange(0, 1), help="Confidence needed to name a gesture (0.5)."),
+        click.option("--hold", type=click.IntRange(min=1), help="Answers a new label must lead before it shows (2)."),
+        click.option("--idle-fps", type=click.FloatRange(min=0), help="Frames/s below which the scene is idle (0)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _decoder(smoothing, threshold, hold, idle_fps):
+    from evapp.decoder import Decoder, DecoderSettings
+
+    settings = DecoderSettings()
+    for key, value in (("smoothing", smoothing), ("threshold", threshold), ("hold", hold),
+                       ("idle_below_fps", idle_fps)):
+        if value is not None:
+            setattr(settings, key, value)
+    return Decoder(settings)
+
+
+def _model_frame_settings(model_name, cfg, events_per_frame, input_size):
+    """N and input size for a model: the model's unless the user chose N (warned) or a wrong size (refused)."""
+    if input_size is not None and (input_size, input_size) != tuple(cfg.input_size):
+        raise InputError(f"{model_name} takes {cfg.input_size[0]}x{cfg.input_size[1]} input, "
+                         f"not {input_size}x{input_size}.")
+    if events_per_frame is None:
+        events_per_frame = cfg.events_per_frame
+    elif events_per_frame != cfg.events_per_frame:
+        log.warning("%s was configured for N=%d events per frame; using N=%d.", model_name,
+                    cfg.events_per_frame, events_per_frame)
+    return events_per_frame, tuple(cfg.input_size)
+
+
 @cli.command()
 @click.argument("file")
 @click.option("--speed", callback=_speed, default="1.0", show_default=True,
@@ -120,23 +157,40 @@ def _region(ctx, param, value):
 @click.option("--loop", is_flag=True, help="Start again at the end, forever (Ctrl-C stops).")
 @click.option("--start", "start_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Start this many seconds into the recording.")
-@click.option("--events-per-frame", "-N", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Events per frame (N).")
-@click.option("--input-size", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Model input side in pixels; the sensor is mapped onto a square of this size.")
+@click.option("--events-per-frame", "-N", type=click.IntRange(min=1),
+              help="Events per frame (default: the model's N, or 5000 without a model).")
+@click.option("--input-size", type=click.IntRange(min=1),
+              help="Model input side in pixels (default: the model's, or 128 without a model).")
 @click.option("--region", callback=_region, metavar="x,y,w,h",
               help="Sensor region mapped onto the input (default: the centred square).")
+@click.option("--model", "model_name", metavar="NAME", help="Run this zoo model (see 'evapp models').")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
+@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
+              help="When state is reset and answers are given (see the README).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
+@decoder_options
+@click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
-def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, headless) -> None:
+def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, model_name, weights,
+           policy, device, smoothing, threshold, hold, idle_fps, with_frames, headless) -> None:
     """Replay a recording (.aedat4, .aedat, .npy, .raw, .dat) or a tcp://HOST:PORT stream."""
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
     if not headless:
         raise EvappError("The replay window is not built yet; run with --headless for JSON output.")
+    engine, class_names, decoder = None, None, None
+    if model_name:
+        engine, cfg = _make_engine(model_name, weights, policy, device)
+        class_names = cfg.class_names
+        events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
+        decoder = _decoder(smoothing, threshold, hold, idle_fps)
+    elif weights:
+        raise InputError("--weights needs --model NAME.")
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
-    pipeline = Pipeline(source, events_per_frame, input_size, region, options)
+    pipeline = Pipeline(source, events_per_frame or 5000, input_size or 128, region, options, engine=engine,
+                        decoder=decoder, class_names=class_names, with_frames=with_frames)
     log.info("replaying %s from %s", source.geometry, file)
     try:
         for record in pipeline.records():
@@ -144,6 +198,168 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     finally:
         pipeline.close()
     _print_json(pipeline.summary())
+
+
+def _make_engine(model_name: str, weights, policy: str, device: str):
+    from evapp.engine import TorchEngine
+    from evapp.engine.loading import load_model
+
+    model, _ = load_model(model_name, weights)
+    try:
+        engine = TorchEngine(model, device=device, policy=policy)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"{exc}.") from None
+    return engine, model.cfg
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models(as_json: bool) -> None:
+    """List the model zoo: parameters, input size, T, events per frame, whether trained weights are present."""
+    from evapp.bench import format_rows
+    from evapp.engine.loading import artifact_weights
+    from evapp.nets import count_params, create_model, get_config, list_models
+
+    rows = []
+    for name in list_models():
+        cfg = get_config(name)
+        weights = artifact_weights(name)
+        rows.append({"name": name, "params": count_params(create_model(name)),
+                     "input": f"2x{cfg.input_size[0]}x{cfg.input_size[1]}", "T": cfg.T,
+                     "events_per_frame": cfg.events_per_frame, "weights": str(weights) if weights else "none"})
+    if as_json:
+        _print_json({"models": rows})
+        return
+    click.echo(format_rows(rows, [("name", "name", ""), ("params", "parameters", ",d"), ("input", "input", ""),
+                                  ("T", "T", "d"), ("events_per_frame", "events/frame", ",d"),
+                                  ("weights", "weights", "")]))
+
+
+@cli.command("eval-stream")
+@click.argument("file")
+@click.option("--model", "model_name", metavar="NAME", required=True, help="Zoo model to evaluate.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
+@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
+@click.option("--events-per-frame", "-N", type=click.IntRange(min=1), help="Events per frame (default: the model's).")
+@click.option("--region", callback=_region, metavar="x,y,w,h", help="Sensor region mapped onto the input.")
+@decoder_options
+@click.option("--confirm", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Correct answers in a row that count as a decision (for the latency).")
+@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
+              help="Where to save the confusion matrix PNG (default: FILE's name + _confusion.png, here).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
+def eval_stream(file, model_name, weights, policy, device, events_per_frame, region, smoothing, threshold, hold,
+                idle_fps, confirm, confusion_path, as_json) -> None:
+    """Run the pipeline over a labelled recording: frame accuracy, decision latency, misses, false alarms."""
+    from pathlib import Path
+
+    from evapp.evaluate import confusion_png, stream_metrics
+    from evapp.pipeline import Pipeline, ReplayOptions
+    from evapp.sources import open_source
+
+    engine, cfg = _make_engine(model_name, weights, policy, device)
+    events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, None)
+    source = open_source(file)
+    if source.is_live:
+        raise InputError("eval-stream needs a labelled recording, not a live stream.")
+    pipeline = Pipeline(source, events_per_frame, input_size, region, ReplayOptions(speed=None), engine=engine,
+                        decoder=_decoder(smoothing, threshold, hold, idle_fps), class_names=cfg.class_names,
+                        with_frames=True)
+    frame_t, decision_t, decision_cls, step_ms = [], [], [], []
+    try:
+        for record in pipeline.records():
+            if record["type"] == "frame":
+                frame_t.append(record["t_us"])
+            else:
+                decision_t.append(record["t_us"])
+                decision_cls.append(record["decision"]["class_id"])
+                step_ms.append(record["step_ms"])
+    finally:
+        pipeline.close()
+    if not source.labels:
+        raise InputError(f"{file} has no labels (expected {Path(file).stem}_labels.csv beside it).")
+    metrics = stream_metrics(frame_t, decision_t, decision_cls, source.labels, confirm=confirm,
+                             num_classes=len(cfg.class_names))
+    metrics.class_names = list(cfg.class_names)
+    png = Path(confusion_path or f"{Path(file).stem}_confusion.png")
+    confusion_png(metrics, png, title=f"{model_name} on {Path(file).name} ({policy})")
+    report = {"file": str(file), "model": model_name, "policy": policy, "events_per_frame": events_per_frame,
+              "frames": len(frame_t), "answers": len(decision_t), **metrics.to_dict(), "confusion_png": str(png)}
+    if as_json:
+        _print_json(report)
+        return
+    acc = "n/a" if metrics.frame_accuracy is None else f"{100 * metrics.frame_accuracy:.1f} %"
+    lat = "n/a" if metrics.median_latency_ms is None else f"{metrics.median_latency_ms:.0f} ms"
+    click.echo(f"{file}: {model_name}, policy {policy}, N={events_per_frame}, {len(frame_t)} frames, "
+               f"{len(decision_t)} answers")
+    click.echo(f"frame accuracy      {acc} of {metrics.frames_in_gestures} frames inside gestures")
+    click.echo(f"decision latency    median {lat} (labelled start to {confirm} correct answers in a row)")
+    click.echo(f"missed gestures     {metrics.missed} of {len(metrics.gestures)}")
+    click.echo(f"false alarms        {metrics.false_alarms} (a gesture named during a pause)")
+    for g in metrics.gestures:
+        shown = "missed" if g.latency_ms is None else f"{g.latency_ms:.0f} ms"
+        click.echo(f"  {metrics.class_names[g.class_id]:<28} {g.start_us / 1e6:8.2f} s  {shown}")
+    click.echo(f"confusion matrix    {png}")
+
+
+def _resolution(ctx, param, value):
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not WIDTHxHEIGHT.") from None
+    if w < 32 or h < 32:
+        raise click.BadParameter(f"'{value}' is too small (at least 32x32).")
+    return w, h
+
+
+@cli.command()
+@click.argument("out")
+@click.option("--classes", default="all", show_default=True,
+              help="Gestures in order: 'all', or 0-based ids / names separated by commas.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
+@click.option("--resolution", callback=_resolution, default="128x128", show_default=True,
+              help="Sensor size WxH (128x128 DVS128, 640x480 DVXplorer).")
+@click.option("--gesture-s", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds per gesture.")
+@click.option("--pause-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of stillness between gestures.")
+@click.option("--lighting", help="Lighting name for a recording (changes brightness and flicker).")
+@click.option("--fps", type=click.FloatRange(min=100), default=2000.0, show_default=True,
+              help="Pose sampling rate of the renderer.")
+@click.option("--threshold", type=click.FloatRange(0.01, 2), help="DVS contrast threshold (log intensity, 0.2).")
+@click.option("--noise-hz", type=click.FloatRange(min=0), help="Background activity per pixel per second (0.1).")
+@click.option("--t0-us", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Absolute time of the first event in the file.")
+@click.option("--compression", type=click.Choice(["lz4", "zstd"]), default="lz4", show_default=True,
+              help="AEDAT4 compression (zstd: smaller files, slower to read).")
+@click.option("--dataset", is_flag=True, help="OUT is a folder in DVS128 Gesture's original layout.")
+@click.option("--users", type=click.IntRange(min=2), default=4, show_default=True, help="Dataset: subjects.")
+@click.option("--lightings", default="fluorescent,led", show_default=True, help="Dataset: lightings per subject.")
+@click.option("--train-users", type=click.IntRange(min=1), help="Dataset: subjects in the train split.")
+@click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
+def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, threshold, noise_hz, t0_us,
+             compression, dataset, users, lightings, train_users, force) -> None:
+    """Synthetic DVS gesture streams: an .aedat4 + labels CSV, or a DVS128-Gesture-layout dataset folder."""
+    from pathlib import Path
+
+    from evapp.simulate.writers import simulate_main
+
+    path = Path(out)
+    if not dataset and path.suffix != ".aedat4":
+        raise InputError(f"{out} should end in .aedat4 (or pass --dataset to write a folder).")
+    if path.exists() and not force and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"{out} already exists; pass --force to overwrite it.")
+    if train_users is not None and train_users >= users:
+        raise InputError(f"--train-users {train_users} leaves no test subject out of {users}.")
+    try:
+        summary = simulate_main(out, classes, seed, resolution, gesture_s, pause_s, dataset=dataset, n_users=users,
+                                lightings=tuple(x for x in lightings.split(",") if x), train_users=train_users,
+                                lighting=lighting, fps=fps, threshold=threshold, noise_hz=noise_hz, t0_us=t0_us,
+                                progress=lambda msg: log.info("%s", msg), compression=compression)
+    except ValueError as exc:
+        raise InputError(f"{exc}.") from None
+    _print_json(summary)
 
 
 @cli.group()
@@ -169,6 +385,39 @@ def bench_binning_cmd(events: int, batch: int, as_json: bool, no_tonic: bool) ->
     else:
         click.echo(machine_description())
         click.echo(format_table(rows))
+
+
+@bench.command("model")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the models run.")
+@click.option("--batch", "batches", default="1,4", show_default=True, metavar="B[,B...]",
+              help="Batch sizes (K of staggered:K runs as a batch of K).")
+@click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True, help="Timed steps per case.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed steps first.")
+@click.option("--per-layer", is_flag=True, help="Also print the spike rate of every neuron layer.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_model_cmd(names, device, batches, iters, warmup, per_layer, as_json) -> None:
+    """Milliseconds per time step of each zoo model (median, p99), spike rates, energy per step (45 nm)."""
+    from evapp.bench import machine_description
+    from evapp.bench.model import bench_models, format_model_bench
+    from evapp.engine import resolve_device
+    from evapp.nets import list_models
+
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise InputError(f"There is no model named '{unknown[0]}' (available: {', '.join(list_models())}).")
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+        dev = resolve_device(device)
+    except ValueError:
+        raise InputError(f"--batch '{batches}' is not a comma-separated list of integers.") from None
+    except RuntimeError as exc:
+        raise InputError(f"{exc}.") from None
+    rows = bench_models(names or list_models(), dev, sizes, warmup=warmup, iters=iters)
+    if as_json:
+        _print_json({"machine": machine_description(), "models": rows})
+    else:
+        click.echo(format_model_bench(rows, per_layer=per_layer))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,8 @@ def _shifted(events: np.ndarray, t0_us: int) -> np.ndarray:
 
 
 def write_recording(path: str | Path, events: np.ndarray, labels: Sequence[LabelInterval],
-                    geometry: SensorGeometry, t0_us: int = 0, camera_name: str | None = None) -> tuple[Path, Path]:
+                    geometry: SensorGeometry, t0_us: int = 0, camera_name: str | None = None,
+                    compression: str = "lz4") -> tuple[Path, Path]:
     """Write ``events`` to ``path`` (.aedat4, via dv-processing) and ``<stem>_labels.csv`` beside it.
 
     Both are shifted by ``t0_us`` (see the module's clock convention). Returns (aedat4 path, labels path).
@@ -42,7 +43,7 @@ def write_recording(path: str | Path, events: np.ndarray, labels: Sequence[Label
     if path.suffix != ".aedat4":
         raise ValueError(f"{path} must end in .aedat4 (dv-processing refuses other extensions)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_aedat4(path, _shifted(events, t0_us), geometry, camera_name=camera_name)
+    write_aedat4(path, _shifted(events, t0_us), geometry, camera_name=camera_name, compression=compression)
     labels_path = labels_path_for(path)
     write_labels_csv(labels_path, list(labels), t0_us=t0_us)
     return path, labels_path
@@ -155,6 +156,7 @@ def simulate_main(
     noise_hz: float | None = None,
     t0_us: int = 0,
     progress: Callable[[str], None] | None = None,
+    compression: str = "lz4",
 ) -> dict:
     """Entry point for ``evapp simulate``: one recording (``out_path`` = .aedat4) or a dataset folder.
 
@@ -179,7 +181,7 @@ def simulate_main(
     cls = parse_classes(classes)
     events, labels, geometry = simulate_sequence(cls, seed, resolution, pause_s=pause_s, gesture_s=gesture_s,
                                                  fps=fps, lighting=lighting, params=params)
-    aedat, csv_path = write_recording(out_path, events, labels, geometry, t0_us=t0_us)
+    aedat, csv_path = write_recording(out_path, events, labels, geometry, t0_us=t0_us, compression=compression)
     duration = float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
     return {"path": str(aedat), "labels": str(csv_path), "geometry": str(geometry), "events": int(events.shape[0]),
             "duration_s": duration, "events_per_s": events.shape[0] / max(duration, 1e-9),

@@ -12,19 +12,23 @@ from evapp.sources.aedat3 import labels_path_for, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
 
 
-def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_name: str | None = None) -> int:
+def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_name: str | None = None,
+                 compression: str = "lz4") -> int:
     """Write event batches (program dtype, monotonic µs) to an .aedat4 file with dv-processing.
 
     dv-processing has no numpy -> EventStore constructor, so events go in through ``push_back``
     (about 1 M events/s, event-io.md section 1.1). The file is finalised when the writer is destroyed,
-    which happens before this returns, on every exit path. Returns the number of events written.
+    which happens before this returns, on every exit path. ``compression`` is lz4 (dv's default, fast to
+    read) or zstd (about 35 % smaller, 2x slower to read; event-io.md section 1.5). Returns the events written.
     """
     import dv_processing as dv
+
+    codec = {"lz4": dv.CompressionType.LZ4, "zstd": dv.CompressionType.ZSTD, "none": dv.CompressionType.NONE}
 
     if isinstance(batches, np.ndarray):
         batches = [batches]
     name = camera_name or geometry.name
-    config = dv.io.MonoCameraWriter.EventOnlyConfig(name, (geometry.width, geometry.height))
+    config = dv.io.MonoCameraWriter.EventOnlyConfig(name, (geometry.width, geometry.height), codec[compression])
     writer = dv.io.MonoCameraWriter(str(path), config)
     written = 0
     try:
