@@ -1,0 +1,119 @@
+"""TorchEngine policies: window == model.forward, staggered:K == window engines at each offset, persistent."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from evapp.bench.model import synthetic_frames
+from evapp.engine import EngineAnswer, TorchEngine, parse_policy
+from evapp.nets import calibrate_bn, create_model
+
+MODELS = ["sglformer-3-256", "saformer-2-256", "spikingresformer-dvsg"]
+
+
+def small_model(name, T, seed=0):
+    torch.manual_seed(seed)
+    m = create_model(name, T=T)
+    calibrate_bn(m, synthetic_frames(T, 2, m.cfg.input_size, m.cfg.events_per_frame, seed=seed + 100))
+    return m
+
+
+def frames_for(model, n, seed=7):
+    return synthetic_frames(n, 1, model.cfg.input_size, model.cfg.events_per_frame, seed=seed)[:, 0]
+
+
+@pytest.fixture
+def batch_invariant_cpu():
+    """oneDNN picks conv kernels by batch size, so a row of a batch of K and the same input at batch 1 can
+    differ by ~1e-6 in the first conv; in a spiking net that can flip a neuron sitting at its threshold and
+    the flip propagates (SpikingResformer's real-valued stream is the most sensitive). The staggered policy
+    is checked for exact equality with oneDNN off, where every conv is computed per sample."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
+def test_parse_policy():
+    assert parse_policy("window") == ("window", 1)
+    assert parse_policy("staggered:4") == ("staggered", 4)
+    assert parse_policy("persistent") == ("persistent", 1)
+    for bad in ("sliding", "staggered:x", "staggered:0", "window:2"):
+        with pytest.raises(ValueError):
+            parse_policy(bad)
+
+
+@pytest.mark.parametrize("name", ["sglformer-3-256", "spikingresformer-dvsg"])
+def test_window_answers_equal_forward(name):
+    T = 4
+    model = small_model(name, T)
+    x = frames_for(model, 2 * T)
+    eng = TorchEngine(copy.deepcopy(model), device="cpu", policy="window")
+    answers = []
+    for t in range(2 * T):
+        got = eng.feed(x[t].numpy())  # numpy input
+        assert len(got) == (1 if (t + 1) % T == 0 else 0)
+        answers += got
+    assert [a.frame_index for a in answers] == [T - 1, 2 * T - 1]
+    with torch.inference_mode():
+        for w, a in enumerate(answers):
+            ref = model(x[w * T : (w + 1) * T].unsqueeze(1))[0].numpy()
+            assert isinstance(a, EngineAnswer) and a.frames_in_window == T
+            np.testing.assert_allclose(a.logits, ref, rtol=0, atol=1e-5)
+            assert a.class_id == int(np.argmax(a.probs)) and a.confidence == pytest.approx(a.probs.max())
+            assert a.probs.sum() == pytest.approx(1.0, abs=1e-6)
+            assert a.step_ms > 0 and 0 < a.spike_rate < 1
+
+
+@pytest.mark.parametrize(("name", "T"), [("sglformer-3-256", 4), ("saformer-2-256", 4), ("spikingresformer-dvsg", 8)])
+def test_staggered_equals_window_started_at_offset(name, T, batch_invariant_cpu):
+    K = 4
+    stride = T // K
+    model = small_model(name, T)
+    n = T + 3 * stride
+    x = frames_for(model, n, seed=11)
+    stag = TorchEngine(copy.deepcopy(model), device="cpu", policy=f"staggered:{K}")
+    answers = []
+    for t in range(n):
+        got = stag.feed(x[t])  # torch input
+        assert len(got) == (1 if t + 1 >= T and (t + 1) % stride == 0 else 0)
+        answers += got
+    assert len(answers) == 4
+    ref_engine = TorchEngine(model, device="cpu", policy="window")
+    for a in answers:
+        start = a.frame_index + 1 - T
+        ref_engine.reset()
+        ref = [r for t in range(start, start + T) for r in ref_engine.feed(x[t])]
+        assert len(ref) == 1
+        np.testing.assert_allclose(a.logits, ref[0].logits, rtol=0, atol=1e-5)
+        assert a.class_id == ref[0].class_id and a.frames_in_window == T
+
+
+def test_persistent_answers_every_frame_and_never_resets():
+    T = 4
+    model = small_model("saformer-2-256", T)
+    x = frames_for(model, T + 2)
+    eng = TorchEngine(copy.deepcopy(model), device="cpu", policy="persistent")
+    answers = [eng.feed(x[t])[0] for t in range(T + 2)]
+    assert [a.frames_in_window for a in answers] == list(range(1, T + 3))
+    with torch.inference_mode():
+        model.reset()
+        refs = [model.step(x[t : t + 1])[0].numpy() for t in range(T + 2)]
+    for a, r in zip(answers, refs, strict=True):
+        np.testing.assert_allclose(a.logits, r, rtol=0, atol=1e-6)
+    eng.reset()
+    np.testing.assert_allclose(eng.feed(x[0])[0].logits, refs[0], rtol=0, atol=1e-6)
+
+
+def test_engine_errors():
+    model = create_model("spikingresformer-dvsg", T=4)
+    with pytest.raises(ValueError, match="divide"):
+        TorchEngine(model, device="cpu", policy="staggered:3")
+    eng = TorchEngine(model, device="cpu")
+    assert eng.device.type == "cpu" and eng.batch == 1
+    with pytest.raises(ValueError, match="does not match"):
+        eng.feed(np.zeros((2, 128, 128), np.float32))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            TorchEngine(model, device="cuda")
+        assert TorchEngine(model, device="auto").device.type == "cpu"
