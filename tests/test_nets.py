@@ -1,5 +1,7 @@
 """Models: registry, parameter counts, streaming equivalence, state round trip, SGLFormer ring buffer."""
 
+import json
+
 import pytest
 import torch
 
@@ -25,7 +27,9 @@ def test_registry():
     assert cfg.num_classes == 11 and cfg.class_names == GESTURE_CLASSES and cfg.T == 16
     assert cfg.input_size == (128, 128) and cfg.in_channels == 2
     assert get_config("spikingresformer-dvsg").input_size == (64, 64)
-    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    for name in MODELS:
+        c = get_config(name)
+        assert ModelConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     with pytest.raises(KeyError, match="unknown model"):
         create_model("resnet-50")
     with pytest.raises(TypeError, match="override"):

@@ -63,6 +63,8 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if "extra" in d:  # JSON turns tuples into lists; restore them so configs compare equal
+            d["extra"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["extra"].items()}
         return cls(**d)
 
 

@@ -74,9 +74,7 @@ class SPS(nn.Module):
     def __init__(self, cin: int, dim: int, pool_after: tuple[int, ...]) -> None:
         super().__init__()
         chans = [cin, dim // 8, dim // 4, dim // 2, dim]
-        self.convs = nn.ModuleList(
-            [ConvBN(chans[i], chans[i + 1], 3, pool=(i + 1) in pool_after) for i in range(4)]
-        )
+        self.convs = nn.ModuleList([ConvBN(chans[i], chans[i + 1], 3, pool=(i + 1) in pool_after) for i in range(4)])
         self.lifs = nn.ModuleList([_lif() for _ in range(4)])
         self.rpe = ConvBN(dim, dim, 3)
 
@@ -139,9 +137,7 @@ class SAFormer(MeanHeadClassifier):
         super().__init__(cfg)
         d = cfg.embed_dims[0]
         self.sps = SPS(cfg.in_channels, d, tuple(cfg.extra.get("pool_after", (1, 2, 3, 4))))
-        self.blocks = nn.Sequential(
-            *[Block(d, cfg.mlp_ratio, cfg.extra.get("agg", 4)) for _ in range(cfg.depths[0])]
-        )
+        self.blocks = nn.Sequential(*[Block(d, cfg.mlp_ratio, cfg.extra.get("agg", 4)) for _ in range(cfg.depths[0])])
         self.fc = nn.Linear(d, cfg.num_classes)
         self.readout = RunningMean(cfg.num_classes)
         trunc_normal_init(self)

@@ -107,9 +107,7 @@ class SSA(nn.Module):
 
     def _heads(self, z: Tensor) -> Tensor:
         T, B, C, H, W = z.shape
-        return (
-            z.flatten(3).transpose(-1, -2).reshape(T, B, H * W, self.heads, C // self.heads).transpose(2, 3)
-        )
+        return z.flatten(3).transpose(-1, -2).reshape(T, B, H * W, self.heads, C // self.heads).transpose(2, 3)
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.q(x), self.k(x), self.v(x)
@@ -208,9 +206,7 @@ class SGLFormer(SpikingClassifier):
     def forward(self, x: Tensor) -> Tensor:
         self._check(x, 5)
         if x.shape[0] > self.cfg.T:
-            raise ValueError(
-                f"{self.cfg.name}: the STB head takes at most T={self.cfg.T} frames, got {x.shape[0]}"
-            )
+            raise ValueError(f"{self.cfg.name}: the STB head takes at most T={self.cfg.T} frames, got {x.shape[0]}")
         self.reset()
         feats = self.forward_steps(x)
         self.head.load_clip(feats)

@@ -39,9 +39,10 @@ def _act() -> ParametricLIF:
 
 
 class ConvBN(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, pad: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2 if k > 1 else 0, groups=groups, bias=False)
+        pad = (k - 1) // 2 if pad is None else pad
+        self.conv = nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -65,8 +66,7 @@ class DSSA(nn.Module):
         super().__init__()
         self.dim, self.heads, self.patch, self.lenth = dim, heads, patch, tokens_reduced
         self.act_in = _act()
-        self.w = ConvBN(dim, 2 * dim, patch, stride=patch)
-        self.w.conv.padding = (0, 0)
+        self.w = ConvBN(dim, 2 * dim, patch, stride=patch, pad=0)  # non-overlapping p x p patches
         self.mm1 = MatMul()
         self.act_attn = _act()
         self.mm2 = MatMul()
