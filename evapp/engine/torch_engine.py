@@ -68,7 +68,8 @@ class TorchEngine:
     """Drive a :class:`evapp.nets.SpikingClassifier` frame by frame under a streaming policy.
 
     ``feed(frame)`` takes one time step, a float32 ``[2, H, W]`` numpy array or tensor of event counts, and
-    returns a list with zero or one :class:`EngineAnswer`.
+    returns a list with zero or one :class:`EngineAnswer`. ``compile=True`` (CUDA only) wraps ``model.step``
+    in ``torch.compile``; the first step then takes seconds, and any compile failure falls back to eager.
     """
 
     def __init__(
@@ -78,8 +79,16 @@ class TorchEngine:
         policy: str = "window",
         compile: bool = False,
         record_spikes: bool = True,
+        allow_tf32: bool = False,
     ) -> None:
         self.device = resolve_device(device)
+        if self.device.type == "cuda" and not allow_tf32:
+            # Process-wide. TF32 convs (PyTorch's cuDNN default) round pre-activations to ~1e-3, enough to flip
+            # neurons sitting near threshold, and a flip propagates: measured on an H100, T single steps vs one
+            # multi-step call then differ by up to 2.7 in the logits; with TF32 off SAFormer/SpikingResformer
+            # match to 1e-7 (SGLFormer can still flip where cuDNN picks a different fp32 algorithm per batch).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.policy, self.K = parse_policy(policy)
         self.T = int(model.cfg.T)
         if self.policy == "staggered" and self.T % self.K:
@@ -115,9 +124,7 @@ class TorchEngine:
     def _to_device(self, frame) -> Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
         if tuple(x.shape) != self.input_shape:
-            raise ValueError(
-                f"frame shape {tuple(x.shape)} does not match the model input {self.input_shape}"
-            )
+            raise ValueError(f"frame shape {tuple(x.shape)} does not match the model input {self.input_shape}")
         return x.to(self.device, torch.float32, non_blocking=True).unsqueeze(0)
 
     def _run(self, x: Tensor) -> Tensor:
@@ -132,9 +139,7 @@ class TorchEngine:
     def _spike_rate(self) -> float | None:
         if not self.record_spikes:
             return None
-        rates = [
-            m.spike_sum / m.spike_elems for m in self._neurons if m.spike_sum is not None and m.spike_elems
-        ]
+        rates = [m.spike_sum / m.spike_elems for m in self._neurons if m.spike_sum is not None and m.spike_elems]
         reset_spike_counts(self.model)
         return float(torch.stack(rates).mean()) if rates else None
 
