@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dv_processing as dv  # noqa: E402
 
+from evapp.sources.aedat4 import to_event_store  # noqa: E402
 from tests.conftest import random_stream  # noqa: E402
 
 
@@ -31,12 +32,7 @@ def main() -> None:
             os._exit(2)
         time.sleep(0.01)
     for start in range(0, n, batch):
-        store = dv.EventStore()
-        chunk = events[start : start + batch]
-        for t, x, y, p in zip(chunk["timestamp"].tolist(), chunk["x"].tolist(), chunk["y"].tolist(),
-                              chunk["polarity"].astype(bool).tolist(), strict=True):
-            store.push_back(t, x, y, p)
-        server.writeEvents(store)
+        server.writeEvents(to_event_store(events[start : start + batch]))
     print("sent", flush=True)
     time.sleep(linger)
     os._exit(0)

@@ -11,7 +11,7 @@ from evapp.errors import InputError
 from evapp.events import LabelInterval, SensorGeometry
 from evapp.sources import looped, open_source, paced
 from evapp.sources.aedat3 import read_aedat3, write_aedat3, write_labels_csv
-from evapp.sources.aedat4 import write_aedat4
+from evapp.sources.aedat4 import to_event_store, write_aedat4
 from tests.conftest import DVX, random_stream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,10 +54,7 @@ def test_aedat4_with_imu_and_triggers_replays_its_events(tmp_path):
     config.addTriggerStream()
     writer = dv.io.MonoCameraWriter(str(path), config)
     events = random_stream(3000, 346, 260, seed=4)
-    store = dv.EventStore()
-    for t, x, y, p in zip(events["timestamp"].tolist(), events["x"].tolist(), events["y"].tolist(),
-                          events["polarity"].astype(bool).tolist(), strict=True):
-        store.push_back(t, x, y, p)
+    store = to_event_store(events)
     t0 = int(events["timestamp"][0])
     writer.writeImu(dv.IMU(t0, 25.0, 0, 0, 1, 0, 0, 0, 0, 0, 0))
     writer.writeEvents(store)

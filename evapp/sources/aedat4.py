@@ -12,6 +12,18 @@ from evapp.sources.aedat3 import labels_path_for, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
 
 
+def to_event_store(events: np.ndarray):
+    """A dv-processing EventStore holding ``events`` (push_back: dv has no numpy constructor)."""
+    import dv_processing as dv
+
+    store = dv.EventStore()
+    push = store.push_back
+    for t, x, y, p in zip(events["timestamp"].tolist(), events["x"].tolist(), events["y"].tolist(),
+                          events["polarity"].astype(bool).tolist(), strict=True):
+        push(t, x, y, p)
+    return store
+
+
 def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_name: str | None = None,
                  compression: str = "lz4") -> int:
     """Write event batches (program dtype, monotonic µs) to an .aedat4 file with dv-processing.
@@ -35,14 +47,7 @@ def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_nam
         for batch in batches:
             for start in range(0, batch.shape[0], 100_000):
                 chunk = batch[start : start + 100_000]
-                store = dv.EventStore()
-                push = store.push_back
-                for t, x, y, p in zip(
-                    chunk["timestamp"].tolist(), chunk["x"].tolist(), chunk["y"].tolist(),
-                    chunk["polarity"].astype(bool).tolist(), strict=True,
-                ):
-                    push(t, x, y, p)
-                writer.writeEvents(store)
+                writer.writeEvents(to_event_store(chunk))
                 written += chunk.shape[0]
     finally:
         del writer
