@@ -177,8 +177,6 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
-    if not headless:
-        raise EvappError("The replay window is not built yet; run with --headless for JSON output.")
     engine, class_names, decoder = None, None, None
     if model_name:
         engine, cfg = _make_engine(model_name, weights, policy, device)
@@ -190,8 +188,14 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
     pipeline = Pipeline(source, events_per_frame or 5000, input_size or 128, region, options, engine=engine,
-                        decoder=decoder, class_names=class_names, with_frames=with_frames)
+                        decoder=decoder, class_names=class_names, with_frames=with_frames,
+                        keep_view_events=not headless)
     log.info("replaying %s from %s", source.geometry, file)
+    if not headless:  # the window (evapp/gui), driving this same pipeline
+        from evapp.cli_live import replay_window
+
+        return replay_window(pipeline, model_name, weights, policy, device, (smoothing, threshold, hold, idle_fps),
+                             file)
     try:
         for record in pipeline.records():
             _print_json(record)
@@ -461,3 +465,6 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+from evapp import cli_live  # noqa: E402, F401 - registers 'evapp live' on the group above

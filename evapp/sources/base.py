@@ -86,6 +86,35 @@ class EventSource(ABC):
         """Release the device, connection or file."""
 
 
+class LiveSource(EventSource):
+    """A camera or network stream: dv-processing hands us EventStores, which we look at before numpy.
+
+    ``store_hooks`` see every store exactly as received (the recorder writes them, so a recording holds every
+    event that arrived); ``store_filter`` (the noise filter) then thins the store before it becomes numpy.
+    ``stop()`` may be called from another thread and makes the polling loop return.
+    """
+
+    is_live = True
+
+    def __init__(self, geometry: SensorGeometry):
+        super().__init__(geometry)
+        self.store_hooks: list = []
+        self.store_filter = None
+        self._stop_requested = False
+
+    def _deliver(self, store) -> np.ndarray | None:
+        for hook in self.store_hooks:
+            hook(store)
+        if self.store_filter is not None:
+            store = self.store_filter(store)
+            if not len(store):
+                return None
+        return store.numpy()
+
+    def stop(self) -> None:
+        self._stop_requested = True
+
+
 def start_at(batches: Iterator[np.ndarray], start_us: int) -> Iterator[np.ndarray]:
     """Drop everything before ``start_us`` on the rebased clock (replay ``--start``)."""
     for batch in batches:

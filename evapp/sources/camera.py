@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from evapp.errors import InputError, SourceLost
 from evapp.events import SensorGeometry
-from evapp.sources.base import EventSource
+from evapp.sources.base import LiveSource
 
 # --camera words mapped onto dv-processing CameraModel names.
 CAMERA_KINDS = {
@@ -46,11 +46,10 @@ def find_camera(request: str) -> CameraDescriptor:
     raise InputError(f"No camera matching '{request}' was found (dv-processing sees: {seen}).")
 
 
-class CameraSource(EventSource):
+class CameraSource(LiveSource):
     """Events from a USB camera; ``getNextEventBatch`` returns None when no data is ready yet, so we poll."""
 
     format_name = "camera"
-    is_live = True
 
     def __init__(self, request: str, poll_s: float = 0.0005):
         import dv_processing as dv
@@ -69,12 +68,17 @@ class CameraSource(EventSource):
 
     def _raw_batches(self):
         cam = self._camera
-        while True:
+        while not self._stop_requested:
             if not cam.isRunning():
                 raise SourceLost(f"The camera {self.geometry.name} stopped delivering events (unplugged?).")
-            store = cam.getNextEventBatch()
+            try:
+                store = cam.getNextEventBatch()
+            except RuntimeError as exc:
+                raise SourceLost(f"The camera {self.geometry.name} broke off ({exc}).") from None
             if store is not None and len(store):
-                yield store.numpy()
+                batch = self._deliver(store)
+                if batch is not None:
+                    yield batch
             else:
                 time.sleep(self.poll_s)
 

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from evapp.errors import InputError, SourceLost
 from evapp.events import SensorGeometry
-from evapp.sources.base import EventSource
+from evapp.sources.base import LiveSource
 
 
 def parse_tcp_address(spec: str) -> tuple[str, int]:
@@ -17,7 +17,7 @@ def parse_tcp_address(spec: str) -> tuple[str, int]:
     return url.hostname, url.port
 
 
-class NetworkSource(EventSource):
+class NetworkSource(LiveSource):
     """Events from a dv-processing network server.
 
     ``NetworkReader.getNextEventBatch`` is non-blocking (it returns None when nothing is queued,
@@ -26,7 +26,6 @@ class NetworkSource(EventSource):
     """
 
     format_name = "dv-processing network stream"
-    is_live = True
 
     def __init__(self, spec: str, idle_timeout_s: float | None = None, poll_s: float = 0.0005):
         import dv_processing as dv
@@ -50,14 +49,16 @@ class NetworkSource(EventSource):
     def _raw_batches(self):
         reader = self._reader
         last_data = time.monotonic()
-        while True:
+        while not self._stop_requested:
             try:
                 store = reader.getNextEventBatch()
             except RuntimeError as exc:
                 raise SourceLost(f"The stream at {self.spec} broke off ({exc}).") from None
             if store is not None and len(store):
                 last_data = time.monotonic()
-                yield store.numpy()
+                batch = self._deliver(store)
+                if batch is not None:
+                    yield batch
                 continue
             if not reader.isRunning():
                 return

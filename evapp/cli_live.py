@@ -1,0 +1,155 @@
+"""``evapp live`` and the window launch shared with ``evapp replay`` (registered on the ``evapp`` group by cli.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import click
+
+from evapp.cli import _decoder, _make_engine, _model_frame_settings, _print_json, _region, cli, decoder_options
+from evapp.errors import InputError
+
+log = logging.getLogger("evapp")
+
+
+def leave_a_core_for_the_reader() -> None:
+    """Give torch's CPU threads one core less than the machine has, so the reader thread keeps one.
+
+    Measured on the 2-core development machine with other work running: saformer-2-256 took 540 ms per step
+    with torch's default 2 threads fighting the reader and 45 ms with 1.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+
+
+class EngineFactory:
+    """Builds (engine, decoder, class names, N, input size) for a model choice; the window calls it again."""
+
+    def __init__(self, weights, decoder_args: tuple):
+        self.weights = weights
+        self.decoder_args = decoder_args
+
+    def __call__(self, model_name: str | None, policy: str, device: str, events_per_frame=None, input_size=None):
+        if not model_name:
+            return None, None, None, events_per_frame or 5000, input_size or 128
+        leave_a_core_for_the_reader()
+        engine, cfg = _make_engine(model_name, self.weights, policy, device)
+        n, size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
+        return engine, _decoder(*self.decoder_args), cfg.class_names, n, size
+
+
+def run_headless(pipeline, duration_s: float | None = None) -> None:
+    """Print the pipeline's records as JSON lines until the stream ends or ``duration_s`` has passed."""
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    pipeline.start()
+    while not pipeline.finished and (deadline is None or time.monotonic() < deadline):
+        out = pipeline.wait_output(0.1)
+        if out is None:
+            continue
+        _print_json(out.record)
+        if out.record["type"] == "prediction":
+            pipeline.report_shown(out)
+
+
+def open_window(pipeline, factory: EngineFactory, model_name, policy, device, title: str, recorder_factory=None,
+                screenshot=None, quit_after_s=None) -> int:
+    from evapp.gui.app import run_window
+
+    return run_window(pipeline, factory, model_name, policy, device, title, recorder_factory=recorder_factory,
+                      screenshot=screenshot, quit_after_s=quit_after_s)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@cli.command()
+@click.option("--camera", "camera", required=True, metavar="dvxplorer|davis|dvs128|SERIAL|tcp://HOST:PORT",
+              help="Camera kind or serial number (USB, through dv-processing), or a network stream.")
+@click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout (as replay).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), metavar="FILE.aedat4",
+              help="Record every event received to FILE.aedat4 (finalised on every exit).")
+@click.option("--force", is_flag=True, help="Let --record overwrite an existing file.")
+@click.option("--noise-filter", is_flag=True, help="dv-processing's background-activity noise filter.")
+@click.option("--noise-filter-us", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Background-activity window: an event needs a neighbour this recent to survive.")
+@click.option("--events-per-frame", "-N", type=click.IntRange(min=1),
+              help="Events per frame (default: the model's N, or 5000 without a model).")
+@click.option("--input-size", type=click.IntRange(min=1), help="Model input side in pixels (default: the model's).")
+@click.option("--region", callback=_region, metavar="x,y,w,h", help="Sensor region mapped onto the input.")
+@click.option("--model", "model_name", metavar="NAME", help="Run this zoo model (see 'evapp models').")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
+@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
+              help="When state is reset and answers are given (see the README).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
+@decoder_options
+@click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0), help="Stop after this many seconds.")
+def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
+         model_name, weights, policy, device, smoothing, threshold, hold, idle_fps, with_frames, duration_s) -> None:
+    """Recognise gestures live from a camera or a tcp://HOST:PORT stream; reconnects when it drops."""
+    from evapp.pipeline import Pipeline
+    from evapp.recorder import AedatRecorder, check_record_path
+    from evapp.sources.live import background_activity_filter, open_live
+
+    if record_path:
+        check_record_path(record_path, force)  # before the camera is opened: fail fast, overwrite nothing
+    if weights and not model_name:
+        raise InputError("--weights needs --model NAME.")
+    factory = EngineFactory(weights, (smoothing, threshold, hold, idle_fps))
+    engine, decoder, class_names, n, size = factory(model_name, policy, device, events_per_frame, input_size)
+    source = open_live(camera)
+    if noise_filter:
+        source.store_filter = background_activity_filter(source.geometry, noise_filter_us)
+    recorder = None
+    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        if record_path:
+            recorder = AedatRecorder(record_path, source.geometry, force=force)
+            source.store_hooks.append(recorder)
+        pipeline = Pipeline(source, n, size, region, engine=engine, decoder=decoder, class_names=class_names,
+                            with_frames=with_frames, keep_view_events=not headless)
+        log.info("live from %s (%s)", camera, source.geometry)
+        interrupted = False
+        try:
+            if headless:
+                run_headless(pipeline, duration_s)
+            else:
+                open_window(pipeline, factory, model_name, policy, device, f"evapp live: {camera}",
+                            recorder_factory=lambda path: AedatRecorder(path, source.geometry, force=True),
+                            quit_after_s=duration_s)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            pipeline.close()
+            if recorder is not None:
+                recorder.close()
+        summary = pipeline.summary()
+        summary["reconnects"] = source.reconnects
+        if recorder is not None:
+            summary["recorded_events"] = recorder.events
+            summary["recording"] = str(recorder.path)
+        if headless:
+            _print_json(summary)
+        if interrupted:
+            raise KeyboardInterrupt
+    finally:
+        if recorder is not None:
+            recorder.close()
+        source.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def replay_window(pipeline, model_name, weights, policy, device, decoder_args: tuple, file: str) -> None:
+    """``evapp replay FILE`` without --headless: the window on a replay that waits at its end for a seek."""
+    factory = EngineFactory(weights, decoder_args)
+    leave_a_core_for_the_reader()
+    pipeline.hold_at_end = True
+    try:
+        open_window(pipeline, factory, model_name, policy, device, f"evapp replay: {file}")
+    finally:
+        pipeline.close()

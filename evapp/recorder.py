@@ -1,0 +1,87 @@
+"""Recording a live stream to .aedat4: every event received, exactly as received, finalised on every exit path.
+
+The recorder is a store hook of the live source (``LiveSource.store_hooks``): it sees each dv-processing
+EventStore before the noise filter and before numpy, and hands it straight to ``MonoCameraWriter`` (no
+per-event copy). dv-processing finalises the file when the writer is destroyed, which ``close()`` does; the
+callers close it in ``finally`` blocks and on window close, so Ctrl-C, closing the window and a lost source all
+leave a complete file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from evapp.errors import InputError
+from evapp.events import SensorGeometry
+
+log = logging.getLogger("evapp")
+
+
+def check_record_path(path: str | Path, force: bool) -> Path:
+    """Refuse a wrong extension, a missing folder, or an existing file without ``force``."""
+    path = Path(path)
+    if path.suffix.lower() != ".aedat4":
+        raise InputError(f"{path} should end in .aedat4 (recordings are AEDAT4 files).")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file name ending in .aedat4.")
+    if not path.parent.exists():
+        raise InputError(f"The folder {path.parent} does not exist.")
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists; pass --force to overwrite it.")
+    return path
+
+
+class AedatRecorder:
+    """Writes EventStores to an .aedat4 file; thread-safe (the reader writes, another thread may close)."""
+
+    def __init__(self, path: str | Path, geometry: SensorGeometry, force: bool = False):
+        import dv_processing as dv
+
+        self.path = check_record_path(path, force)
+        config = dv.io.MonoCameraWriter.EventOnlyConfig(geometry.name, (geometry.width, geometry.height))
+        try:
+            self._writer = dv.io.MonoCameraWriter(str(self.path), config)
+        except RuntimeError as exc:
+            raise InputError(f"{self.path} cannot be written ({str(exc).splitlines()[0]}).") from None
+        self._lock = threading.Lock()
+        self._last_t: int | None = None
+        self._shift = 0  # added after a reconnect whose clock went backwards (the writer needs monotonic time)
+        self.events = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._writer is None
+
+    def write_store(self, store) -> None:
+        with self._lock:
+            if self._writer is None or not len(store):
+                return
+            if self._last_t is not None and store.getLowestTime() + self._shift <= self._last_t:
+                self._shift = self._last_t + 1 - store.getLowestTime()
+                log.warning("the stream's clock went backwards (a reconnect?); the recording shifts it by %d µs "
+                            "to stay monotonic", self._shift)
+            if self._shift:
+                store = self._shifted(store)
+            self._writer.writeEvents(store)
+            self.events += len(store)
+            self._last_t = store.getHighestTime()
+
+    __call__ = write_store  # so the recorder itself is a store hook
+
+    def _shifted(self, store):
+        from evapp.sources.aedat4 import to_event_store
+
+        events = store.numpy()
+        events["timestamp"] += self._shift
+        return to_event_store(events)
+
+    def close(self) -> None:
+        """Finalise the file (idempotent)."""
+        with self._lock:
+            if self._writer is None:
+                return
+            writer, self._writer = self._writer, None
+            del writer  # dv-processing writes the file's index and closes it when the writer is destroyed
+        log.info("recorded %d events to %s", self.events, self.path)

@@ -1,0 +1,128 @@
+"""Live sources that survive a dropped camera or server: reconnect with back-off, say so, keep the clock.
+
+``open_live(spec)`` opens ``dvxplorer|davis|dvs128|SERIAL`` (USB, dv-processing) or ``tcp://HOST:PORT`` once,
+so that an absent camera or server fails at once with one sentence, and returns a ``ReconnectingSource``:
+when the stream breaks off or ends, it logs it, shows ``status`` ("reconnecting to ... (attempt 3)") and
+opens the same camera or address again after 0.2, 0.5, 1, 2, 5, 5, ... seconds until it succeeds or is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from evapp.errors import InputError, SourceLost
+from evapp.sources.base import LiveSource
+
+log = logging.getLogger("evapp")
+
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _open_once(spec: str) -> LiveSource:
+    if spec.startswith("tcp://"):
+        from evapp.sources.network import NetworkSource
+
+        return NetworkSource(spec)
+    from evapp.sources.camera import CameraSource
+
+    return CameraSource(spec)
+
+
+def background_activity_filter(geometry, duration_us: int = 2000) -> Callable:
+    """dv-processing's background-activity noise filter as a store -> store function (about 32 Mev/s).
+
+    An event survives when a neighbouring pixel fired within ``duration_us`` before it; isolated noise
+    events do not (reference/event-io.md section 1.7).
+    """
+    import dv_processing as dv
+
+    noise_filter = dv.noise.BackgroundActivityNoiseFilter(
+        (geometry.width, geometry.height), backgroundActivityDuration=timedelta(microseconds=duration_us))
+
+    def apply(store):
+        noise_filter.accept(store)
+        return noise_filter.generateEvents()
+
+    return apply
+
+
+class ReconnectingSource(LiveSource):
+    """A live source that re-opens its camera or address whenever the stream drops."""
+
+    def __init__(self, spec: str, opener: Callable[[str], LiveSource] = _open_once):
+        self.spec = spec
+        self._opener = opener
+        self._inner: LiveSource | None = opener(spec)  # the first open fails loudly (absent camera, no server)
+        super().__init__(self._inner.geometry)
+        self.format_name = self._inner.format_name
+        self.status = ""  # what the window's status line shows ("" while streaming normally)
+        self.reconnects = 0
+
+    def _attach(self, inner: LiveSource) -> None:
+        inner.store_hooks = self.store_hooks
+        inner.store_filter = self.store_filter
+
+    def _raw_batches(self):
+        attempt = 0
+        while not self._stop_requested:
+            if self._inner is None:
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                attempt += 1
+                self.status = f"reconnecting to {self.spec} (attempt {attempt}, next try in {delay:g} s)"
+                if self._sleep(delay):
+                    return
+                try:
+                    inner = self._opener(self.spec)
+                except InputError as exc:
+                    log.info("reconnect attempt %d to %s failed: %s", attempt, self.spec, exc)
+                    continue
+                if (inner.geometry.width, inner.geometry.height) != (self.geometry.width, self.geometry.height):
+                    inner.close()
+                    raise InputError(f"{self.spec} came back as a {inner.geometry.width}x{inner.geometry.height} "
+                                     f"sensor, not {self.geometry.width}x{self.geometry.height}; restart evapp.")
+                log.warning("reconnected to %s after %d attempt(s)", self.spec, attempt)
+                self._inner, self.status, attempt = inner, "", 0
+                self.reconnects += 1
+            self._attach(self._inner)
+            try:
+                yield from self._inner._raw_batches()
+                reason = "the stream ended"
+            except SourceLost as exc:
+                reason = str(exc)
+            if self._stop_requested:
+                return
+            log.warning("lost %s (%s); reconnecting with back-off", self.spec, reason)
+            self.status = f"lost {self.spec}; reconnecting"
+            self._inner.close()
+            self._inner = None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early when stopped; True when stopped."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._stop_requested:
+                return True
+            time.sleep(0.05)
+        return self._stop_requested
+
+    def stop(self) -> None:
+        super().stop()
+        if self._inner is not None:
+            self._inner.stop()
+
+    def describe(self) -> str:
+        return self.spec
+
+    def close(self) -> None:
+        self.stop()
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+
+
+def open_live(spec: str) -> ReconnectingSource:
+    """Open a camera (kind word or serial number) or a tcp://HOST:PORT stream, reconnecting when it drops."""
+    return ReconnectingSource(spec)
