@@ -1,0 +1,258 @@
+"""The window's drawing widgets: the event view, the probability bars and the timeline strip."""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt6.QtCore import QPoint, QRect, QRectF, Qt, pyqtSignal
+from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+from evapp.binning import Region
+from evapp.events import SensorGeometry
+
+ON_COLOUR = np.array([90, 170, 255], np.float32)  # ON events: blue
+OFF_COLOUR = np.array([255, 90, 70], np.float32)  # OFF events: red
+BACKGROUND = 18
+
+
+def class_colour(class_id: int, count: int) -> QColor:
+    """A distinct colour per class (grey for idle / unknown)."""
+    if class_id < 0:
+        return QColor(150, 150, 150)
+    return QColor.fromHsv(int(360 * class_id / max(count, 1)) % 360, 170, 230)
+
+
+class EventView(QWidget):
+    """Events at the sensor's resolution, ON/OFF coloured and fading, scaled to the widget (aspect kept).
+
+    The model's input region is outlined; dragging with the left button selects a new region (emitted as
+    ``region_selected``), the right button asks for the default region back (``region_reset``). The current
+    prediction is drawn over the view.
+    """
+
+    region_selected = pyqtSignal(object)  # Region in sensor pixels
+    region_reset = pyqtSignal()
+
+    DECAY = 0.7  # fraction of the previous image kept at each refresh (30 Hz): a short trail
+
+    def __init__(self, geometry: SensorGeometry, parent=None):
+        super().__init__(parent)
+        self.geometry_ = geometry
+        self.setMinimumSize(320, 240)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self._on = np.zeros((geometry.height, geometry.width), np.float32)
+        self._off = np.zeros_like(self._on)
+        self._rgb = np.full((geometry.height, geometry.width, 3), BACKGROUND, np.uint8)
+        self.region: Region | None = None
+        self.label_text = ""
+        self.label_colour = QColor(255, 255, 255)
+        self.detail_text = ""
+        self.banner_text = ""  # e.g. "reconnecting ..." or "paused"
+        self._drag_from: QPoint | None = None
+        self._drag_to: QPoint | None = None
+
+    # -- data ---------------------------------------------------------------------------------------
+    def add_events(self, events: np.ndarray | None) -> None:
+        """Fade the old picture and add these events (None: nothing new, the picture just fades)."""
+        g = self.geometry_
+        self._on *= self.DECAY
+        self._off *= self.DECAY
+        if events is not None and events.shape[0]:
+            x = events["x"].astype(np.int64)
+            y = events["y"].astype(np.int64)
+            valid = (x >= 0) & (x < g.width) & (y >= 0) & (y < g.height)
+            flat = (y * g.width + x)[valid]
+            on = events["polarity"][valid] > 0
+            size = g.width * g.height
+            self._on += np.bincount(flat[on], minlength=size).reshape(g.height, g.width)
+            self._off += np.bincount(flat[~on], minlength=size).reshape(g.height, g.width)
+        on = np.minimum(self._on, 1.0)[..., None]  # one event lights a pixel fully: gestures are sparse
+        off = np.minimum(self._off, 1.0)[..., None]
+        rgb = BACKGROUND + on * (ON_COLOUR - BACKGROUND) + off * (OFF_COLOUR - BACKGROUND)
+        self._rgb = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
+        self.update()
+
+    def clear(self) -> None:
+        self._on[:] = 0
+        self._off[:] = 0
+        self.add_events(None)
+
+    # -- geometry -------------------------------------------------------------------------------------
+    def _target(self) -> QRectF:
+        """Where the sensor image lies in the widget (scaled, aspect kept, centred)."""
+        g = self.geometry_
+        scale = min(self.width() / g.width, self.height() / g.height)
+        w, h = g.width * scale, g.height * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def to_sensor(self, point: QPoint) -> tuple[int, int]:
+        t = self._target()
+        g = self.geometry_
+        x = int((point.x() - t.x()) * g.width / t.width())
+        y = int((point.y() - t.y()) * g.height / t.height())
+        return min(max(x, 0), g.width), min(max(y, 0), g.height)
+
+    def _from_sensor(self, region: Region) -> QRectF:
+        t = self._target()
+        s = t.width() / self.geometry_.width
+        return QRectF(t.x() + region.x * s, t.y() + region.y * s, region.w * s, region.h * s)
+
+    # -- Qt -------------------------------------------------------------------------------------------
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(BACKGROUND, BACKGROUND, BACKGROUND))
+        g = self.geometry_
+        image = QImage(self._rgb.data, g.width, g.height, 3 * g.width, QImage.Format.Format_RGB888)
+        painter.drawImage(self._target(), image)
+        if self.region is not None:
+            painter.setPen(QPen(QColor(255, 220, 0), 2, Qt.PenStyle.DashLine))
+            painter.drawRect(self._from_sensor(self.region))
+        if self._drag_from is not None and self._drag_to is not None:
+            painter.setPen(QPen(QColor(255, 255, 255), 1, Qt.PenStyle.DotLine))
+            painter.drawRect(QRect(self._drag_from, self._drag_to).normalized())
+        t = self._target()
+        if self.label_text:
+            font = QFont()
+            font.setPointSize(max(12, int(t.height() / 16)))
+            font.setBold(True)
+            painter.setFont(font)
+            painter.setPen(self.label_colour)
+            painter.drawText(t.adjusted(12, 8, -12, -8), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft,
+                             self.label_text)
+        small = QFont()
+        small.setPointSize(max(8, int(t.height() / 40)))
+        painter.setFont(small)
+        painter.setPen(QColor(220, 220, 220))
+        if self.detail_text:
+            painter.drawText(t.adjusted(12, 8, -12, -8), Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignLeft,
+                             self.detail_text)
+        if self.banner_text:
+            painter.setPen(QColor(255, 200, 0))
+            painter.drawText(t.adjusted(12, 8, -12, -8), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight,
+                             self.banner_text)
+        painter.end()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._drag_from = self._drag_to = event.position().toPoint()
+        elif event.button() == Qt.MouseButton.RightButton:
+            self.region_reset.emit()
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._drag_from is not None:
+            self._drag_to = event.position().toPoint()
+            self.update()
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag_from is None or event.button() != Qt.MouseButton.LeftButton:
+            return
+        (x0, y0), (x1, y1) = self.to_sensor(self._drag_from), self.to_sensor(event.position().toPoint())
+        self._drag_from = self._drag_to = None
+        self.update()
+        x, y, w, h = min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
+        if w >= 8 and h >= 8:
+            self.region_selected.emit(Region(x, y, w, h))
+
+
+class ProbabilityBars(QWidget):
+    """One horizontal bar per class with its probability; the shown (decided) class is highlighted."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.names: tuple[str, ...] = ()
+        self.probs = np.zeros(0)
+        self.highlight = -1
+        self.setMinimumWidth(260)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+
+    def set_names(self, names) -> None:
+        self.names = tuple(names or ())
+        self.probs = np.zeros(len(self.names))
+        self.highlight = -1
+        self.update()
+
+    def set_probs(self, probs, highlight: int) -> None:
+        self.probs = np.asarray(probs, dtype=np.float64)
+        self.highlight = highlight
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(32, 32, 32))
+        n = len(self.names)
+        if n == 0:
+            painter.setPen(QColor(160, 160, 160))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no model")
+            painter.end()
+            return
+        row = self.height() / n
+        for i, name in enumerate(self.names):
+            top = i * row
+            p = float(self.probs[i]) if i < len(self.probs) else 0.0
+            # Name above, bar below, value at the right: long class names never clip the bar.
+            bar = QRectF(4, top + row * 0.5, (self.width() - 52) * p, row * 0.38)
+            painter.fillRect(QRectF(4, top + row * 0.5, self.width() - 52, row * 0.38), QColor(45, 45, 45))
+            painter.fillRect(bar, class_colour(i, n) if i == self.highlight else QColor(110, 130, 160))
+            painter.setPen(QColor(255, 255, 255) if i == self.highlight else QColor(200, 200, 200))
+            painter.drawText(QRectF(4, top, self.width() - 8, row * 0.5), Qt.AlignmentFlag.AlignBottom,
+                             name.replace("_", " "))
+            painter.drawText(QRectF(self.width() - 46, top + row * 0.45, 44, row * 0.5),
+                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, f"{p:.2f}")
+        painter.end()
+
+
+class Timeline(QWidget):
+    """Predictions (lower band) and ground truth (upper band) along the recording, with a cursor.
+
+    Replays span the whole recording; live streams show the last ``window_us``.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFixedHeight(46)
+        self.duration_us: int | None = None
+        self.window_us = 30_000_000
+        self.labels = []
+        self.class_count = 11
+        self.marks: list[tuple[int, int]] = []  # (recording time, decided class)
+        self.cursor_us = 0
+
+    def add(self, t_us: int, class_id: int) -> None:
+        self.marks.append((t_us, class_id))
+        if len(self.marks) > 20_000:
+            del self.marks[:5000]
+
+    def clear(self) -> None:
+        self.marks.clear()
+        self.update()
+
+    def _span(self) -> tuple[int, int]:
+        if self.duration_us:
+            return 0, self.duration_us
+        end = max(self.cursor_us, self.window_us)
+        return end - self.window_us, end
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(26, 26, 26))
+        t0, t1 = self._span()
+        scale = self.width() / max(t1 - t0, 1)
+        half = self.height() / 2
+        for lab in self.labels:
+            x0, x1 = (lab.start_us - t0) * scale, (lab.end_us - t0) * scale
+            painter.fillRect(QRectF(x0, 2, max(x1 - x0, 1), half - 3), class_colour(lab.class_id, self.class_count))
+        previous = None
+        for t, cid in self.marks:
+            if previous is not None and t0 <= previous[0] <= t1 and t >= previous[0]:
+                x0 = (previous[0] - t0) * scale
+                painter.fillRect(QRectF(x0, half + 1, max((t - previous[0]) * scale, 1), half - 3),
+                                 class_colour(previous[1], self.class_count))
+            previous = (t, cid)
+        painter.setPen(QColor(200, 200, 200))
+        painter.drawText(QRectF(4, 0, 200, half), Qt.AlignmentFlag.AlignVCenter,
+                         "ground truth" if self.labels else "")
+        painter.drawText(QRectF(4, half, 200, half), Qt.AlignmentFlag.AlignVCenter, "predictions")
+        x = (self.cursor_us - t0) * scale
+        painter.setPen(QPen(QColor(255, 255, 255), 2))
+        painter.drawLine(int(x), 0, int(x), self.height())
+        painter.end()

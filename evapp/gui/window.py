@@ -1,0 +1,369 @@
+"""The main window: event view with the prediction over it, probability bars, timeline, controls, status line.
+
+Inference never runs on the GUI thread: the pipeline's reader and inference threads do the work and the window
+polls the pipeline's output queue from a 30 Hz timer (no Qt object is touched from another thread). A new
+model / policy / device is built on a helper thread and handed to the pipeline between two frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtGui import QKeySequence, QShortcut
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from evapp.binning import default_region
+from evapp.errors import EvappError
+from evapp.gui.widgets import EventView, ProbabilityBars, Timeline, class_colour
+
+log = logging.getLogger("evapp")
+
+SPEEDS = (("0.25x", 0.25), ("0.5x", 0.5), ("1x", 1.0), ("2x", 2.0), ("4x", 4.0), ("max", None))
+POLICIES = ("window", "staggered:4", "persistent")
+SEEK_STEP_S = 5.0
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, pipeline, engine_factory, model_name: str | None, policy: str, device: str,
+                 title: str = "evapp", recorder_factory=None, duration_us: int | None = None):
+        super().__init__()
+        self.pipeline = pipeline
+        self.engine_factory = engine_factory
+        self.recorder_factory = recorder_factory
+        self.model_name, self.policy, self.device = model_name, policy, device
+        self.is_live = pipeline.is_live
+        self.error: BaseException | None = None
+        self.recorder = None
+        self.last_prediction: dict | None = None
+        self.predictions_shown = 0
+        self.frames_shown = 0
+        self._engine_results: queue.Queue = queue.Queue()
+        self._building = False
+        self._user_region = None
+        self.setWindowTitle(title)
+
+        geometry = pipeline.source.geometry
+        self.view = EventView(geometry)
+        self.view.region = pipeline.mapping.region
+        self.view.region_selected.connect(self.set_region)
+        self.view.region_reset.connect(lambda: self.set_region(None))
+        self.bars = ProbabilityBars()
+        self.bars.set_names(pipeline.class_names)
+        self.timeline = Timeline()
+        self.timeline.duration_us = duration_us
+        self.timeline.labels = list(pipeline.source.labels)
+
+        self._build_controls()
+        top = QHBoxLayout()
+        top.addWidget(self.view, 3)
+        top.addWidget(self.bars, 1)
+        layout = QVBoxLayout()
+        layout.addLayout(top, 1)
+        layout.addWidget(self.timeline)
+        layout.addLayout(self.controls_row)
+        layout.addLayout(self.model_row)
+        central = QWidget()
+        central.setLayout(layout)
+        self.setCentralWidget(central)
+        self.status = QLabel()
+        self.statusBar().addWidget(self.status, 1)
+        self._build_shortcuts()
+        self.resize(1100, 720)
+
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start(33)
+        pipeline.start()
+
+    # -- layout ---------------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        from evapp.nets import list_models
+
+        self.play_button = QPushButton("Pause")
+        self.play_button.clicked.connect(self.toggle_pause)
+        self.speed_box = QComboBox()
+        for text, _ in SPEEDS:
+            self.speed_box.addItem(text)
+        speed = self.pipeline.speed
+        self.speed_box.setCurrentIndex(next((i for i, (_, s) in enumerate(SPEEDS) if s == speed), 2))
+        self.speed_box.currentIndexChanged.connect(lambda i: self.pipeline.set_speed(SPEEDS[i][1]))
+        self.seek_slider = QSlider(Qt.Orientation.Horizontal)
+        self.seek_slider.setRange(0, max(1, int((self.timeline.duration_us or 0) / 1e5)))  # 0.1 s steps
+        self.seek_slider.sliderReleased.connect(lambda: self.seek_to(self.seek_slider.value() / 10))
+        self.position_label = QLabel("0.0 s")
+        self.loop_box = QCheckBox("Loop")
+        self.loop_box.setChecked(self.pipeline.loop)
+        self.loop_box.toggled.connect(self._set_loop)
+        self.reset_button = QPushButton("Reset")
+        self.reset_button.clicked.connect(self.reset_state)
+        self.record_button = QPushButton("Record")
+        self.record_button.setCheckable(True)
+        self.record_button.clicked.connect(self._record_clicked)
+        self.screenshot_button = QPushButton("Screenshot")
+        self.screenshot_button.clicked.connect(lambda: self.save_screenshot())
+        for widget in (self.speed_box, self.seek_slider, self.loop_box):
+            widget.setEnabled(not self.is_live)
+        self.record_button.setEnabled(self.is_live and self.recorder_factory is not None)
+        if not self.is_live:
+            self.record_button.setToolTip("Recording is for live cameras and streams.")
+
+        row = QHBoxLayout()
+        for widget in (self.play_button, QLabel("Speed"), self.speed_box):
+            row.addWidget(widget)
+        row.addWidget(self.seek_slider, 1)
+        for widget in (self.position_label, self.loop_box, self.reset_button, self.record_button,
+                       self.screenshot_button):
+            row.addWidget(widget)
+        self.controls_row = row
+
+        self.model_box = QComboBox()
+        self.model_box.addItem("(no model)")
+        self.model_box.addItems(list_models())
+        self.model_box.setCurrentText(self.model_name or "(no model)")
+        self.policy_box = QComboBox()
+        self.policy_box.setEditable(True)  # staggered:K with any K
+        self.policy_box.addItems(POLICIES)
+        self.policy_box.setCurrentText(self.policy)
+        self.device_box = QComboBox()
+        self.device_box.addItems(["auto", "cpu", "cuda"])
+        self.device_box.setCurrentText(self.device)
+        self.apply_button = QPushButton("Apply model")
+        self.apply_button.clicked.connect(self._apply_model_clicked)
+        self.n_box = QSpinBox()
+        self.n_box.setRange(100, 1_000_000)
+        self.n_box.setSingleStep(500)
+        self.n_box.setValue(self.pipeline.binner.n)
+        self.n_box.editingFinished.connect(lambda: self.set_events_per_frame(self.n_box.value()))
+        row = QHBoxLayout()
+        for widget in (QLabel("Model"), self.model_box, QLabel("Policy"), self.policy_box, QLabel("Device"),
+                       self.device_box, self.apply_button, QLabel("Events/frame"), self.n_box):
+            row.addWidget(widget)
+        row.addStretch(1)
+        row.addWidget(QLabel("drag on the view: region of interest, right-click: default"))
+        self.model_row = row
+
+    def _build_shortcuts(self) -> None:
+        def bind(keys, action):
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+            shortcut.activated.connect(action)
+
+        bind(Qt.Key.Key_Space, self.toggle_pause)
+        bind(Qt.Key.Key_R, self.reset_state)
+        bind(Qt.Key.Key_S, lambda: self.save_screenshot())
+        bind(Qt.Key.Key_Left, lambda: self.seek_by(-SEEK_STEP_S))
+        bind(Qt.Key.Key_Right, lambda: self.seek_by(SEEK_STEP_S))
+        bind("Ctrl+Q", self.close)
+
+    # -- controls -------------------------------------------------------------------------------------
+    def toggle_pause(self) -> None:
+        if self.pipeline.paused:
+            self.pipeline.resume()
+        else:
+            self.pipeline.pause()
+        self.play_button.setText("Play" if self.pipeline.paused else "Pause")
+
+    def seek_to(self, position_s: float) -> None:
+        if self.is_live:
+            return
+        duration_s = (self.timeline.duration_us or 0) / 1e6
+        position_s = min(max(position_s, 0.0), duration_s) if duration_s else max(position_s, 0.0)
+        self.pipeline.seek(position_s)
+        self.timeline.cursor_us = int(position_s * 1e6)
+        self.last_prediction = None
+        self.view.label_text = ""
+        self.status.setText(f"seek to {position_s:.1f} s")
+
+    def seek_by(self, delta_s: float) -> None:
+        self.seek_to(self.pipeline.position_us / 1e6 + delta_s)
+
+    def _set_loop(self, on: bool) -> None:
+        self.pipeline.loop = on
+
+    def reset_state(self) -> None:
+        """Clear the model's state and the decoder (the answers start again from a reset state)."""
+        self.pipeline.reset()
+        self.last_prediction = None
+        self.view.label_text = ""
+        self.bars.set_probs(self.bars.probs * 0, -1)
+
+    def set_events_per_frame(self, n: int) -> None:
+        if n != self.pipeline.binner.n:
+            self.pipeline.set_binning(n, self._user_region)
+
+    def set_region(self, region) -> None:
+        try:
+            self.pipeline.set_binning(self.pipeline.binner.n, region)
+        except EvappError as exc:
+            self.status.setText(str(exc))
+            return
+        self._user_region = region
+        self.view.region = region or default_region(self.pipeline.source.geometry)
+        self.view.update()
+
+    def _apply_model_clicked(self) -> None:
+        name = self.model_box.currentText()
+        self.change_model(None if name.startswith("(") else name, self.policy_box.currentText().strip(),
+                          self.device_box.currentText())
+
+    def change_model(self, model_name: str | None, policy: str, device: str) -> None:
+        """Build the engine on a helper thread (it can take seconds); the timer hands it to the pipeline."""
+        if self._building:
+            return
+        self._building = True
+        self.apply_button.setEnabled(False)
+        self.view.banner_text = f"loading {model_name or 'no model'} ..."
+
+        def build():
+            try:
+                result = self.engine_factory(model_name, policy, device)
+                self._engine_results.put((model_name, policy, device, result))
+            except BaseException as exc:  # noqa: BLE001 - shown in the status line
+                self._engine_results.put((model_name, policy, device, exc))
+
+        threading.Thread(target=build, name="evapp-model-loader", daemon=True).start()
+
+    def _take_engine(self) -> None:
+        try:
+            model_name, policy, device, result = self._engine_results.get_nowait()
+        except queue.Empty:
+            return
+        self._building = False
+        self.apply_button.setEnabled(True)
+        self.view.banner_text = ""
+        if isinstance(result, BaseException):
+            self.status.setText(f"model not changed: {result}")
+            return
+        engine, decoder, class_names, n, size = result
+        self.model_name, self.policy, self.device = model_name, policy, device
+        self.pipeline.set_engine(engine, decoder, class_names)
+        if (size, size) != (self.pipeline.mapping.height, self.pipeline.mapping.width) and size is not None:
+            self.pipeline.set_input_size(size)
+        self.pipeline.set_binning(n, self._user_region)
+        self.n_box.setValue(n)
+        self.bars.set_names(class_names)
+        self.last_prediction = None
+        self.view.label_text = ""
+
+    def _record_clicked(self, checked: bool) -> None:
+        if checked:
+            path, _ = QFileDialog.getSaveFileName(self, "Record to", "recording.aedat4", "AEDAT4 (*.aedat4)")
+            if not path:
+                self.record_button.setChecked(False)
+                return
+            self.start_recording(path)
+        else:
+            self.stop_recording()
+
+    def start_recording(self, path: str | Path) -> None:
+        try:
+            self.recorder = self.recorder_factory(path)
+        except EvappError as exc:
+            self.status.setText(str(exc))
+            self.record_button.setChecked(False)
+            return
+        self.pipeline.source.store_hooks.append(self.recorder)
+        self.record_button.setChecked(True)
+
+    def stop_recording(self) -> None:
+        if self.recorder is None:
+            return
+        hooks = self.pipeline.source.store_hooks
+        if self.recorder in hooks:
+            hooks.remove(self.recorder)
+        self.recorder.close()
+        self.status.setText(f"recorded {self.recorder.events:,} events to {self.recorder.path}")
+        self.recorder = None
+        self.record_button.setChecked(False)
+
+    def save_screenshot(self, path: str | Path | None = None) -> Path:
+        path = Path(path or time.strftime("evapp-%Y%m%d-%H%M%S.png"))
+        self.grab().save(str(path))
+        self.statusBar().showMessage(f"saved {path}", 3000)
+        return path
+
+    # -- the timer ------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self._take_engine()
+        try:
+            outputs = self.pipeline.poll()
+        except BaseException as exc:  # noqa: BLE001 - the CLI turns it into one sentence after the window closes
+            self.error = exc
+            self.close()
+            return
+        shown = []
+        for out in outputs:
+            if out.record["type"] == "prediction":
+                self._show_prediction(out)
+                shown.append(out)
+            else:
+                self.frames_shown += 1
+        self.view.add_events(self.pipeline.take_view_events())
+        position = self.pipeline.position_us
+        self.timeline.cursor_us = position
+        if self.is_live and not self.timeline.labels:
+            self.timeline.duration_us = None
+        self.timeline.labels = list(self.pipeline.source.labels)
+        self.timeline.update()
+        if not self.seek_slider.isSliderDown():
+            self.seek_slider.setValue(int(position / 1e5))
+        self.position_label.setText(f"{position / 1e6:6.1f} s")
+        self.view.repaint()  # the prediction is on screen now: that is where its latency ends
+        for out in shown:
+            self.pipeline.report_shown(out)
+        self._update_status()
+
+    def _show_prediction(self, out) -> None:
+        record = out.record
+        self.last_prediction = record
+        self.predictions_shown += 1
+        decision = record["decision"]
+        names = self.pipeline.class_names or ()
+        self.view.label_text = f"{decision['class_name'].replace('_', ' ')}  {decision['confidence']:.2f}"
+        self.view.label_colour = class_colour(decision["class_id"], len(names)).lighter(120)
+        self.view.detail_text = (f"raw: {record['class_name'].replace('_', ' ')} {record['confidence']:.2f}   "
+                                 f"step {record['step_ms']:.1f} ms")
+        self.bars.set_probs(record["probs"], decision["class_id"])
+        self.timeline.add(out.recording_us, decision["class_id"])
+
+    def _update_status(self) -> None:
+        s = self.pipeline.stats()
+        parts = [f"{s['event_rate'] / 1e3:,.1f} kev/s", f"{s['frames_per_s']:.1f} frames/s"]
+        parts.append("ms/step n/a" if s["step_ms"] is None else f"{s['step_ms']:.1f} ms/step")
+        parts.append("latency n/a" if s["latency_ms"] is None else f"latency {s['latency_ms']:.0f} ms")
+        parts.append(f"dropped {s['dropped_frames']}")
+        parts.append(f"model {self.model_name or 'none'} ({self.policy}, {self.device})")
+        if self.recorder is not None:
+            parts.append(f"REC {self.recorder.events:,} events")
+        if self.pipeline.paused:
+            parts.append("paused")
+        if self.pipeline.finished:
+            parts.append("ended")
+        if s["status"]:
+            parts.append(s["status"])
+        if not self._building:
+            self.view.banner_text = s["status"] or ("paused" if self.pipeline.paused else "")
+        self.status.setText("  |  ".join(parts))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.timer.stop()
+        self.pipeline.stop()
+        self.stop_recording()
+        super().closeEvent(event)
