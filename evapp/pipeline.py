@@ -225,7 +225,7 @@ class Pipeline:
         """JSON-ready records in stream order: per frame (without an engine, or when asked), per prediction."""
         self.start()
         while True:
-            out = self._next_output(timeout=0.2)
+            out = self.wait_output(timeout=0.2)
             if out is None:
                 if self._done:
                     return
@@ -234,6 +234,10 @@ class Pipeline:
             # Back here only after the consumer has emitted the record (printed it): that is "emitted".
             if out.record["type"] == "prediction":
                 self.report_shown(out)
+
+    def wait_output(self, timeout: float) -> Output | None:
+        """The next record, waiting up to ``timeout`` s; None when none came or the stream has ended."""
+        return self._next_output(timeout)
 
     def _next_output(self, timeout: float) -> Output | None:
         if self._done:
