@@ -1,0 +1,167 @@
+"""The window, offscreen (pytest-qt): predictions on a written recording, pause, seek, reset, region, model change."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6", reason="the window needs PyQt6")
+from PyQt6.QtCore import QPoint, Qt  # noqa: E402
+
+from evapp.cli_live import EngineFactory  # noqa: E402
+from evapp.decoder import IDLE  # noqa: E402
+from evapp.events import LabelInterval, SensorGeometry  # noqa: E402
+from evapp.gui.app import duration_of  # noqa: E402
+from evapp.gui.window import MainWindow  # noqa: E402
+from evapp.pipeline import Pipeline, ReplayOptions  # noqa: E402
+from evapp.snn.state import stateful_modules  # noqa: E402
+from evapp.sources import open_source  # noqa: E402
+from evapp.sources.aedat3 import write_labels_csv  # noqa: E402
+from evapp.sources.aedat4 import write_aedat4  # noqa: E402
+from tests.conftest import random_stream  # noqa: E402
+
+MODEL = "saformer-2-256"
+N = 4000
+T0 = 1_700_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def labelled_recording(tmp_path_factory):
+    """12 s of 320x240 (DVXplorer Lite) events at 40 kev/s (about 8 frames/s at N=4000), two labelled gestures."""
+    path = tmp_path_factory.mktemp("gui") / "take.aedat4"
+    events = random_stream(480_000, 320, 240, seed=7, t0=T0, rate_per_us=0.04)
+    write_aedat4(path, events, SensorGeometry(320, 240, "DVXplorerLite_00000001"))
+    first = int(events["timestamp"][0])
+    write_labels_csv(path.with_name("take_labels.csv"),
+                     [LabelInterval(1, 1_000_000, 4_000_000), LabelInterval(7, 6_000_000, 9_000_000)], t0_us=first)
+    return path
+
+
+@pytest.fixture
+def window(qtbot, labelled_recording):
+    factory = EngineFactory(None, (None, None, None, None))
+    engine, decoder, names, n, size = factory(MODEL, "persistent", "cpu", N)
+    source = open_source(labelled_recording)
+    pipeline = Pipeline(source, n, size, None, ReplayOptions(speed=1.0), engine=engine, decoder=decoder,
+                        class_names=names, keep_view_events=True)
+    pipeline.hold_at_end = True
+    win = MainWindow(pipeline, factory, MODEL, "persistent", "cpu", "test", duration_us=duration_of(source))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+    pipeline.close()
+
+
+def settle(qtbot, window, seconds: float = 0.6):
+    """Let queued frames drain through the engine and the window."""
+    qtbot.wait(int(seconds * 1000))
+
+
+def test_window_shows_predictions_ground_truth_and_status(qtbot, window, tmp_path):
+    qtbot.waitUntil(lambda: window.predictions_shown >= 3, timeout=30_000)
+    assert window.last_prediction["type"] == "prediction"
+    assert abs(window.bars.probs.sum() - 1) < 1e-3 and len(window.bars.names) == 11
+    assert window.view.label_text  # the decided gesture (or idle) and its confidence drawn over the view
+    assert len(window.timeline.labels) == 2 and window.timeline.marks  # ground truth and predictions
+    assert window.timeline.duration_us == pytest.approx(12e6, rel=0.05)
+    status = window.status.text()
+    for part in ("kev/s", "frames/s", "ms/step", "latency", "dropped 0"):
+        assert part in status
+    assert window.pipeline.stats()["latency_ms"] > 0
+    shot = window.save_screenshot(tmp_path / "shot.png")
+    assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_pause_stops_progress_and_play_continues(qtbot, window):
+    qtbot.waitUntil(lambda: window.predictions_shown >= 1, timeout=30_000)
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.pipeline.paused and window.play_button.text() == "Play"
+    settle(qtbot, window)
+    position, shown = window.pipeline.position_us, window.predictions_shown
+    qtbot.wait(1200)
+    assert window.pipeline.position_us == position and window.predictions_shown == shown
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: window.pipeline.position_us > position, timeout=10_000)
+    qtbot.waitUntil(lambda: window.predictions_shown > shown, timeout=20_000)
+
+
+def test_seek_moves_forward_and_back(qtbot, window):
+    qtbot.waitUntil(lambda: window.pipeline.position_us > 0, timeout=10_000)
+    window.seek_to(8.0)
+    qtbot.waitUntil(lambda: window.pipeline.position_us >= 8_000_000, timeout=10_000)
+    qtbot.keyClick(window, Qt.Key.Key_Left)  # 5 s back
+    qtbot.waitUntil(lambda: 3_000_000 <= window.pipeline.position_us < 6_000_000, timeout=10_000)
+    qtbot.waitUntil(lambda: window.predictions_shown >= 1, timeout=30_000)
+
+
+def test_reset_clears_model_and_decoder_state(qtbot, window):
+    qtbot.waitUntil(lambda: window.predictions_shown >= 2, timeout=30_000)
+    window.toggle_pause()
+    settle(qtbot, window)
+    engine = window.pipeline.engine
+    assert engine._g > 0
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: engine._g == 0, timeout=5000)
+    assert all(t is None for _, m in stateful_modules(engine.model) for t in m.state_tensors())  # reset state
+    assert window.pipeline.decoder._label == IDLE and not window.pipeline.decoder._recent
+    assert window.last_prediction is None and window.view.label_text == ""
+
+
+def test_region_drag_and_events_per_frame(qtbot, window):
+    view = window.view
+    qtbot.waitUntil(lambda: window.pipeline.position_us > 0, timeout=10_000)
+    target = view._target()
+    scale = target.width() / 320
+
+    def at(x, y):
+        return QPoint(int(target.x() + x * scale), int(target.y() + y * scale))
+
+    def drag(x0, y0, x1, y1):
+        qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=at(x0, y0))
+        qtbot.mouseMove(view, at(x1, y1))
+        qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=at(x1, y1))
+
+    default = view.region
+    assert (default.x, default.y, default.w, default.h) == (40, 0, 240, 240)  # the centred square, outlined
+    drag(10, 10, 60, 60)  # smaller than the 128x128 model input: refused with a sentence, nothing changes
+    assert view.region == default and "smaller than" in window.status.text()
+    drag(10, 20, 170, 180)
+    region = view.region
+    assert (region.w, region.h) == pytest.approx((160, 160), abs=2) and region.x == pytest.approx(10, abs=1)
+    qtbot.waitUntil(lambda: window.pipeline.mapping.region == region, timeout=10_000)
+    window.n_box.setValue(2000)
+    window.set_events_per_frame(2000)
+    qtbot.waitUntil(lambda: window.pipeline.binner.n == 2000, timeout=10_000)
+    assert window.pipeline.mapping.region == region  # N changes keep the chosen region
+
+
+def test_model_policy_change_and_no_model(qtbot, window):
+    window.change_model(MODEL, "window", "cpu")
+    qtbot.waitUntil(lambda: window.policy == "window", timeout=30_000)
+    qtbot.waitUntil(lambda: getattr(window.pipeline.engine, "policy", None) == "window", timeout=10_000)
+    qtbot.waitUntil(lambda: window.pipeline.binner.n == 20_000, timeout=10_000)  # the model's own N
+    assert window.n_box.value() == 20_000
+    window.change_model(None, "window", "cpu")
+    qtbot.waitUntil(lambda: window.pipeline.engine is None, timeout=30_000)
+    assert window.bars.names == ()
+    frames = window.frames_shown
+    qtbot.waitUntil(lambda: window.frames_shown > frames, timeout=10_000)  # frames still flow without a model
+
+
+def test_replay_window_never_drops(qtbot, window):
+    window.pipeline.set_speed(4.0)
+    qtbot.waitUntil(lambda: window.pipeline.position_us > 4_000_000, timeout=30_000)
+    assert window.pipeline.frame_queue.dropped == 0
+
+
+def test_window_close_stops_the_threads(qtbot, window):
+    qtbot.waitUntil(lambda: window.pipeline.position_us > 0, timeout=10_000)
+    window.close()
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in window.pipeline._threads) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in window.pipeline._threads)
+    assert np.isfinite(window.pipeline.stats()["event_rate"])
