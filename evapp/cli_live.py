@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 
@@ -13,17 +12,6 @@ from evapp.cli import _decoder, _make_engine, _model_frame_settings, _print_json
 from evapp.errors import InputError
 
 log = logging.getLogger("evapp")
-
-
-def leave_a_core_for_the_reader() -> None:
-    """Give torch's CPU threads one core less than the machine has, so the reader thread keeps one.
-
-    Measured on the 2-core development machine with other work running: saformer-2-256 took 540 ms per step
-    with torch's default 2 threads fighting the reader and 45 ms with 1.
-    """
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
 
 class EngineFactory:
@@ -36,7 +24,6 @@ class EngineFactory:
     def __call__(self, model_name: str | None, policy: str, device: str, events_per_frame=None, input_size=None):
         if not model_name:
             return None, None, None, events_per_frame or 5000, input_size or 128
-        leave_a_core_for_the_reader()
         engine, cfg = _make_engine(model_name, self.weights, policy, device)
         n, size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
         return engine, _decoder(*self.decoder_args), cfg.class_names, n, size
@@ -147,7 +134,6 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
 def replay_window(pipeline, model_name, weights, policy, device, decoder_args: tuple, file: str) -> None:
     """``evapp replay FILE`` without --headless: the window on a replay that waits at its end for a seek."""
     factory = EngineFactory(weights, decoder_args)
-    leave_a_core_for_the_reader()
     pipeline.hold_at_end = True
     try:
         open_window(pipeline, factory, model_name, policy, device, f"evapp replay: {file}")
