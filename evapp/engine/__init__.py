@@ -1,5 +1,6 @@
-"""Inference engines: stateful per-frame stepping under a streaming policy."""
+"""Inference engines: stateful per-frame stepping under a streaming policy (torch, ONNX Runtime)."""
 
-from .torch_engine import EngineAnswer, TorchEngine, parse_policy, resolve_device
+from .base import EngineAnswer, StreamingEngine, parse_policy
+from .torch_engine import TorchEngine, resolve_device
 
-__all__ = ["EngineAnswer", "TorchEngine", "parse_policy", "resolve_device"]
+__all__ = ["EngineAnswer", "StreamingEngine", "TorchEngine", "parse_policy", "resolve_device"]

@@ -1,58 +1,33 @@
 """Stateful PyTorch inference engine: one frame in, zero or one answer out, state kept on the device.
 
-Policies (DESIGN.md section 3):
+The policies (``window``, ``staggered:K``, ``persistent``) live in :class:`evapp.engine.base.StreamingEngine`,
+shared with the ONNX Runtime engine; this module supplies the torch backend. The model's state is always
+materialised (a reset writes the reset values rather than dropping the tensors), so a compiled step sees the
+same tensor shapes every call and compiles once, and the CUDA-graph path can keep static state buffers.
 
-- ``window``: reset every T frames, answer at the end of each window (the training condition).
-- ``staggered:K``: K windows offset by T/K frames run as ONE batch of K rows; the row whose window starts
-  at a frame is reset alone (per-row reset), and every T/K frames the row whose window just completed
-  answers. The first answer comes after T frames; every answer is a training-condition answer.
-- ``persistent``: never reset (except ``reset()``); answer every frame from the running readout. Only
-  meaningful for a model trained on continuous streams.
+Fast paths, both optional:
+
+- ``compile=True`` (or a ``torch.compile`` backend name) wraps ``model.step`` in ``torch.compile`` on any device;
+  the first step then takes seconds, and a compile failure falls back to eager with a warning.
+- ``cuda_graph=True`` (CUDA only) captures one step, optionally compiled, in a CUDA graph with static input and
+  state buffers (``torch.cuda.graph``); each frame is then one copy in and one graph replay. Per-row and full
+  resets write the static buffers in place. Spike recording is off on this path (``spike_rate`` is None):
+  counters reassigned inside a captured graph would not accumulate.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..snn.neurons import BaseNode
-from ..snn.state import reset_spike_counts, reset_state, set_spike_recording
+from ..snn.state import get_state, reset_spike_counts, set_spike_recording, set_state, state_specs
+from .base import EngineAnswer, StreamingEngine, parse_policy
 
 __all__ = ["EngineAnswer", "TorchEngine", "parse_policy", "resolve_device"]
-
-
-@dataclass
-class EngineAnswer:
-    logits: np.ndarray  # [K classes] float32
-    probs: np.ndarray  # softmax of logits
-    class_id: int
-    confidence: float  # probs[class_id]
-    step_ms: float  # wall time of the answering step, frame upload to logits on the host
-    spike_rate: float | None  # mean over neuron layers of spikes/neuron/step since the previous answer
-    frames_in_window: int  # frames since this answer's state was reset (T for window/staggered)
-    frame_index: int  # index of the frame (0-based, since the engine's last reset) that completed it
-
-
-def parse_policy(policy: str) -> tuple[str, int]:
-    """``"window"`` -> ("window", 1); ``"staggered:K"`` -> ("staggered", K); ``"persistent"`` -> (.., 1)."""
-    name, _, arg = policy.partition(":")
-    name = name.strip().lower()
-    if name in ("window", "persistent") and not arg:
-        return name, 1
-    if name == "staggered":
-        try:
-            k = int(arg) if arg else 4
-        except ValueError:
-            raise ValueError(f"bad policy {policy!r}: K in 'staggered:K' must be an integer") from None
-        if k < 1:
-            raise ValueError(f"bad policy {policy!r}: K must be >= 1")
-        return name, k
-    raise ValueError(f"unknown policy {policy!r}; use 'window', 'staggered:K' or 'persistent'")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -64,12 +39,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-class TorchEngine:
+class TorchEngine(StreamingEngine):
     """Drive a :class:`evapp.nets.SpikingClassifier` frame by frame under a streaming policy.
 
     ``feed(frame)`` takes one time step, a float32 ``[2, H, W]`` numpy array or tensor of event counts, and
-    returns a list with zero or one :class:`EngineAnswer`. ``compile=True`` (CUDA only) wraps ``model.step``
-    in ``torch.compile``; the first step then takes seconds, and any compile failure falls back to eager.
+    returns a list with zero or one :class:`EngineAnswer`.
     """
 
     def __init__(
@@ -77,9 +51,10 @@ class TorchEngine:
         model: nn.Module,
         device: str | torch.device = "auto",
         policy: str = "window",
-        compile: bool = False,
+        compile: bool | str = False,
         record_spikes: bool = True,
         allow_tf32: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         if self.device.type == "cuda" and not allow_tf32:
@@ -89,92 +64,107 @@ class TorchEngine:
             # match to 1e-7 (SGLFormer can still flip where cuDNN picks a different fp32 algorithm per batch).
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        self.policy, self.K = parse_policy(policy)
-        self.T = int(model.cfg.T)
-        if self.policy == "staggered" and self.T % self.K:
-            raise ValueError(f"staggered:{self.K} needs K to divide T={self.T} (answers every T/K frames)")
-        self.stride = self.T // self.K
+        super().__init__(int(model.cfg.T), policy, tuple(model.input_shape))
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph=True needs a CUDA device")
         self.model = model.to(self.device).eval()
-        self.input_shape = tuple(model.input_shape)
-        self.record_spikes = record_spikes
-        set_spike_recording(self.model, record_spikes)
+        self.cuda_graph = cuda_graph
+        self.record_spikes = record_spikes and not cuda_graph
+        set_spike_recording(self.model, self.record_spikes)
         self._neurons = [m for m in self.model.modules() if isinstance(m, BaseNode)]
-        self._row_masks = torch.eye(self.K, dtype=torch.bool, device=self.device)
-        self._step = self.model.step
+        self._specs = state_specs(self.model, self.K)
+        self._state = [torch.full(s.shape, s.fill, dtype=s.dtype, device=self.device) for s in self._specs]
+        self._x = torch.zeros(self.K, *self.input_shape, device=self.device)
+        self._out: Tensor | None = None
+        self._graph = None
+        self._step_fn = self.model.step
         self._compiled = False
         if compile:
-            if self.device.type != "cuda":
-                warnings.warn("compile=True is only used on CUDA; running eagerly", stacklevel=2)
-            else:
-                self._step = torch.compile(self.model.step, dynamic=False)
-                self._compiled = True
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._step_fn = torch.compile(self.model.step, dynamic=False, backend=backend)
+            self._compiled = True
         self.reset()
 
-    @property
-    def batch(self) -> int:
-        return self.K
-
-    def reset(self) -> None:
-        reset_state(self.model)
-        reset_spike_counts(self.model)
-        self._g = 0  # frames fed since reset
-        self._n = 0  # window policy: frames in the current window
-
-    # -- internals ------------------------------------------------------------------------------------
-    def _to_device(self, frame) -> Tensor:
+    # -- backend primitives ---------------------------------------------------------------------------
+    def _stage(self, frame) -> None:
         x = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
-        if tuple(x.shape) != self.input_shape:
-            raise ValueError(f"frame shape {tuple(x.shape)} does not match the model input {self.input_shape}")
-        return x.to(self.device, torch.float32, non_blocking=True).unsqueeze(0)
+        self._x.copy_(x.to(torch.float32).expand(self.K, *self.input_shape), non_blocking=True)
 
-    def _run(self, x: Tensor) -> Tensor:
+    def _reset_rows(self, row: int | None) -> None:
+        if self._graph is not None:  # static buffers: write in place
+            for t, s in zip(self._state, self._specs, strict=True):
+                (t if row is None else t[row]).fill_(s.fill)
+            return
+        if row is None:
+            self._state = [torch.full(s.shape, s.fill, dtype=s.dtype, device=self.device) for s in self._specs]
+        else:
+            state = get_state(self.model)
+            keep = torch.ones(self.K, dtype=torch.bool, device=self.device)
+            keep[row] = False
+            self._state = [
+                torch.where(keep.view(-1, *([1] * (t.dim() - 1))), t, torch.full_like(t, s.fill))
+                for t, s in zip(state, self._specs, strict=True)
+            ]
+        set_state(self.model, self._state)
+
+    def _run_eager(self, x: Tensor) -> Tensor:
         if self._compiled:
             try:
-                return self._step(x)
+                return self._step_fn(x)
             except Exception as exc:  # noqa: BLE001 - any compile failure falls back to eager
-                warnings.warn(f"torch.compile failed ({exc}); falling back to eager", stacklevel=3)
-                self._step, self._compiled = self.model.step, False
-        return self._step(x)
+                warnings.warn(f"torch.compile failed ({exc}); falling back to eager", stacklevel=4)
+                self._step_fn, self._compiled = self.model.step, False
+        return self._step_fn(x)
 
-    def _spike_rate(self) -> float | None:
-        if not self.record_spikes:
+    def _step(self) -> None:
+        if self.cuda_graph:
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+            return
+        self._out = self._run_eager(self._x)
+
+    def _capture(self) -> None:
+        """Capture one step into a CUDA graph: static input ``_x``, static state ``_state``, static logits."""
+        static = [t.clone() for t in get_state(self.model)]  # the state the first step must start from
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up (compile, cuDNN autotune) outside the capture
+            for _ in range(3):
+                set_state(self.model, [t.clone() for t in static])
+                self._run_eager(self._x)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._state = static
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            set_state(self.model, self._state)
+            out = self._step_fn(self._x)
+            for dst, src in zip(self._state, get_state(self.model), strict=True):
+                dst.copy_(src)
+        self._graph, self._out = graph, out
+        set_state(self.model, self._state)
+
+    def _logits(self, row: int) -> np.ndarray:
+        return self._out[row].float().cpu().numpy()  # syncs the device
+
+    def _take_spike_rate(self) -> float | None:
+        if not self.record_spikes or not self._neurons:
             return None
-        rates = [m.spike_sum / m.spike_elems for m in self._neurons if m.spike_sum is not None and m.spike_elems]
+        sums = torch.stack([m.spike_sum for m in self._neurons])
+        elems = torch.stack([m.spike_elems for m in self._neurons])
+        valid = elems > 0
+        rate = float(torch.where(valid, sums / elems.clamp(min=1), 0).sum() / valid.sum())  # one sync
         reset_spike_counts(self.model)
-        return float(torch.stack(rates).mean()) if rates else None
+        return None if rate != rate else rate  # NaN: no layer has counted yet
 
-    def _answer(self, logits: Tensor, t0: float, frames: int) -> EngineAnswer:
-        lg = logits.float().cpu().numpy()  # syncs the device
-        step_ms = (time.perf_counter() - t0) * 1e3
-        p = np.exp(lg - lg.max())
-        p /= p.sum()
-        cid = int(p.argmax())
-        return EngineAnswer(lg, p, cid, float(p[cid]), step_ms, self._spike_rate(), frames, self._g)
+    def _clear_spike_counts(self) -> None:
+        reset_spike_counts(self.model)
 
     # -- public ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def feed(self, frame) -> list[EngineAnswer]:
-        t0 = time.perf_counter()
-        x = self._to_device(frame)
-        out: list[EngineAnswer] = []
-        g = self._g
-        if self.policy == "window":
-            if self._n == 0:
-                reset_state(self.model)
-            logits = self._run(x)
-            self._n += 1
-            if self._n == self.T:
-                out.append(self._answer(logits[0], t0, self.T))
-                self._n = 0
-        elif self.policy == "staggered":
-            if g % self.stride == 0:  # row (g / stride) mod K starts a new window with this frame
-                reset_state(self.model, rows=self._row_masks[(g // self.stride) % self.K])
-            logits = self._run(x.expand(self.K, *self.input_shape))
-            done = g + 1
-            if done % self.stride == 0 and done >= self.T:
-                out.append(self._answer(logits[(done // self.stride) % self.K], t0, self.T))
-        else:  # persistent
-            logits = self._run(x)
-            out.append(self._answer(logits[0], t0, g + 1))
-        self._g += 1
-        return out
+        return super().feed(frame)
+
+    @torch.inference_mode()
+    def reset(self) -> None:
+        super().reset()

@@ -11,7 +11,10 @@ from ..snn.state import Stateful
 def seq(fn, x: Tensor) -> Tensor:
     """Apply a stateless per-sample op to ``[T, B, ...]`` by folding T into the batch (as SpikingJelly's
     ``SeqToANNContainer``); training-mode BN statistics therefore pool over T*B like the reference code."""
-    return fn(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+    y = fn(x.flatten(0, 1))
+    # reshape, not unflatten: PyTorch's ONNX tracer loses the dynamic batch size through ``unflatten`` and
+    # would bake the tracing batch into every later reshape (evapp export); the result is the same view
+    return y.reshape(x.shape[:2] + y.shape[1:])
 
 
 class MatMul(nn.Module):

@@ -107,8 +107,10 @@ class BaseNode(Stateful, nn.Module):
         self.step_mode = step_mode
         self.record_spikes = False
         self.register_buffer("v", None, persistent=False)
-        self.spike_sum: Tensor | None = None  # device scalar, summed spikes since reset_spike_count()
-        self.spike_elems = 0  # neuron-steps seen since reset_spike_count()
+        # Spike counters are device tensors (float64: exact counts far beyond 2^24), never Python numbers:
+        # a Python int mutated in ``step`` is a guard for torch.compile and forced a recompile every step.
+        self.register_buffer("spike_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("spike_elems", torch.zeros((), dtype=torch.float64), persistent=False)
 
     # -- dynamics -------------------------------------------------------------------------------------
     def charge(self, v: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -181,18 +183,18 @@ class BaseNode(Stateful, nn.Module):
     # -- diagnostics ----------------------------------------------------------------------------------
     def _count(self, s: Tensor) -> None:
         if self.record_spikes:
-            total = s.detach().sum()
-            self.spike_sum = total if self.spike_sum is None else self.spike_sum + total
-            self.spike_elems += s.numel()
+            self.spike_sum = self.spike_sum + s.detach().sum(dtype=torch.float64)
+            self.spike_elems = self.spike_elems + s.numel()
 
     def reset_spike_count(self) -> None:
-        self.spike_sum = None
-        self.spike_elems = 0
+        self.spike_sum = torch.zeros_like(self.spike_sum)
+        self.spike_elems = torch.zeros_like(self.spike_elems)
 
     def firing_rate(self) -> float | None:
-        if self.spike_sum is None or self.spike_elems == 0:
+        elems = float(self.spike_elems)
+        if elems == 0:
             return None
-        return float(self.spike_sum) / self.spike_elems
+        return float(self.spike_sum) / elems
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,148 @@
+"""The streaming policies, shared by every inference engine (torch, ONNX Runtime).
+
+Policies (DESIGN.md section 3):
+
+- ``window``: reset every T frames, answer at the end of each window (the training condition).
+- ``staggered:K``: K windows offset by T/K frames run as ONE batch of K rows; the row whose window starts
+  at a frame is reset alone (per-row reset), and every T/K frames the row whose window just completed
+  answers. The first answer comes after T frames; every answer is a training-condition answer.
+- ``persistent``: never reset (except ``reset()``); answer every frame from the running readout. Only
+  meaningful for a model trained on continuous streams.
+
+:class:`StreamingEngine` holds this logic and the answer construction once; a backend supplies five
+primitives on a batch of ``K`` rows (K = 1 except for ``staggered:K``): stage a frame, reset all rows or one
+row of the state, take one step, read one row's logits to the host, and report the firing rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["EngineAnswer", "StreamingEngine", "parse_policy"]
+
+
+@dataclass
+class EngineAnswer:
+    logits: np.ndarray  # [K classes] float32
+    probs: np.ndarray  # softmax of logits
+    class_id: int
+    confidence: float  # probs[class_id]
+    step_ms: float  # wall time of the answering step, frame upload to logits on the host
+    spike_rate: float | None  # mean over neuron layers of spikes/neuron/step since the previous answer
+    frames_in_window: int  # frames since this answer's state was reset (T for window/staggered)
+    frame_index: int  # index of the frame (0-based, since the engine's last reset) that completed it
+
+
+def parse_policy(policy: str) -> tuple[str, int]:
+    """``"window"`` -> ("window", 1); ``"staggered:K"`` -> ("staggered", K); ``"persistent"`` -> (.., 1)."""
+    name, _, arg = policy.partition(":")
+    name = name.strip().lower()
+    if name in ("window", "persistent") and not arg:
+        return name, 1
+    if name == "staggered":
+        try:
+            k = int(arg) if arg else 4
+        except ValueError:
+            raise ValueError(f"bad policy {policy!r}: K in 'staggered:K' must be an integer") from None
+        if k < 1:
+            raise ValueError(f"bad policy {policy!r}: K must be >= 1")
+        return name, k
+    raise ValueError(f"unknown policy {policy!r}; use 'window', 'staggered:K' or 'persistent'")
+
+
+class StreamingEngine:
+    """Frame in, zero or one :class:`EngineAnswer` out, under a streaming policy; state stays in the backend.
+
+    Subclasses call ``super().__init__(T, policy, input_shape)`` once their backend can run a batch of
+    :attr:`batch` rows, then :meth:`reset`, and implement the ``_``-prefixed primitives below.
+    """
+
+    def __init__(self, T: int, policy: str, input_shape: tuple[int, ...]) -> None:
+        self.policy, self.K = parse_policy(policy)
+        self.T = int(T)
+        if self.policy == "staggered" and self.T % self.K:
+            raise ValueError(f"staggered:{self.K} needs K to divide T={self.T} (answers every T/K frames)")
+        self.stride = self.T // self.K
+        self.input_shape = tuple(input_shape)
+        self._g = 0  # frames fed since reset
+        self._n = 0  # window policy: frames in the current window
+
+    @property
+    def batch(self) -> int:
+        """Rows run per step: K for ``staggered:K``, else 1."""
+        return self.K
+
+    # -- backend primitives ---------------------------------------------------------------------------
+    def _stage(self, frame) -> None:  # pragma: no cover - interface
+        """Put one validated ``[C, H, W]`` frame (numpy or tensor) into every row of the next step's input."""
+        raise NotImplementedError
+
+    def _reset_rows(self, row: int | None) -> None:  # pragma: no cover - interface
+        """Return the state of batch row ``row`` (all rows when None) to its post-reset value."""
+        raise NotImplementedError
+
+    def _step(self) -> None:  # pragma: no cover - interface
+        """Advance every row one time step on the staged frame (asynchronous where the device allows)."""
+        raise NotImplementedError
+
+    def _logits(self, row: int) -> np.ndarray:  # pragma: no cover - interface
+        """Host copy (float32 ``[num_classes]``) of the last step's logits of ``row``; syncs the device."""
+        raise NotImplementedError
+
+    def _take_spike_rate(self) -> float | None:  # pragma: no cover - interface
+        """Mean over neuron layers of spikes/neuron/step since the last call (None if not recorded); clears."""
+        raise NotImplementedError
+
+    def _clear_spike_counts(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def _check_frame(self, frame):
+        if tuple(frame.shape) != self.input_shape:
+            raise ValueError(f"frame shape {tuple(frame.shape)} does not match the model input {self.input_shape}")
+        return frame
+
+    def reset(self) -> None:
+        """Clear all state and spike counters; the next frame starts a new stream."""
+        self._reset_rows(None)
+        self._clear_spike_counts()
+        self._g = 0
+        self._n = 0
+
+    def _answer(self, row: int, t0: float, frames: int) -> EngineAnswer:
+        lg = np.asarray(self._logits(row), dtype=np.float32)
+        step_ms = (time.perf_counter() - t0) * 1e3
+        p = np.exp(lg - lg.max())
+        p /= p.sum()
+        cid = int(p.argmax())
+        return EngineAnswer(lg, p, cid, float(p[cid]), step_ms, self._take_spike_rate(), frames, self._g)
+
+    def feed(self, frame) -> list[EngineAnswer]:
+        """One time step: ``frame`` is a float32 ``[C, H, W]`` numpy array or tensor of event counts."""
+        t0 = time.perf_counter()
+        self._stage(self._check_frame(frame))
+        out: list[EngineAnswer] = []
+        g = self._g
+        if self.policy == "window":
+            if self._n == 0:
+                self._reset_rows(None)
+            self._step()
+            self._n += 1
+            if self._n == self.T:
+                out.append(self._answer(0, t0, self.T))
+                self._n = 0
+        elif self.policy == "staggered":
+            if g % self.stride == 0:  # row (g / stride) mod K starts a new window with this frame
+                self._reset_rows((g // self.stride) % self.K)
+            self._step()
+            done = g + 1
+            if done % self.stride == 0 and done >= self.T:
+                out.append(self._answer((done // self.stride) % self.K, t0, self.T))
+        else:  # persistent
+            self._step()
+            out.append(self._answer(0, t0, g + 1))
+        self._g += 1
+        return out
