@@ -86,6 +86,11 @@ class SensorMapping:
     def frame_shape(self) -> tuple[int, int, int]:
         return (2, self.height, self.width)
 
+    @property
+    def pixels_per_input_px(self) -> float:
+        """Sensor pixels gathered into one input pixel: 1 for a DVS128 at 128x128, 14.06 for 480x480 -> 128."""
+        return self.region.w * self.region.h / (self.width * self.height)
+
     def keys(self, batch: np.ndarray) -> np.ndarray:
         """Flat frame index of every event (int32); ``bins`` (the trash bin) for events outside the region."""
         row_index = batch["y"] * np.int16(2)
@@ -117,20 +122,32 @@ class FixedCountBinner:
 
     CHUNK = 65536
 
-    def __init__(self, events_per_frame: int, mapping: SensorMapping):
+    def __init__(self, events_per_frame: int, mapping: SensorMapping, keep_fraction: float = 1.0):
         if events_per_frame <= 0:
             raise InputError(f"Events per frame must be a positive integer, not {events_per_frame}.")
+        if not 0 < keep_fraction <= 1:
+            raise InputError(f"The fraction of events kept must lie in (0, 1], not {keep_fraction}.")
         self.n = int(events_per_frame)
         self.mapping = mapping
+        # Cross-sensor thinning (DESIGN section 2): keep every (1/keep_fraction)-th inside event, evenly spaced
+        # over the stream, so a sensor with more pixels per input pixel than the training sensor makes frames
+        # with the training sensor's event density. Deterministic: the same stream gives the same frames.
+        self.keep_fraction = float(keep_fraction)
+        self._inside_seen = 0  # inside events seen before thinning, the thinning phase
+        self.events_thinned = 0
         self._pending_keys: list[np.ndarray] = []  # keys of the partial frame (may include trash)
         self.pending = 0  # inside events waiting for the next frame
         self.events_in = 0  # every event pushed
         self.events_outside = 0  # events outside the region (never part of a frame)
+        self.events_discarded = 0  # inside events of partial frames dropped by reset()
         self.frames_out = 0
 
     def reset(self) -> None:
-        """Forget the partial frame (after a seek, so that a frame never spans the jump)."""
-        self.events_outside += sum(int((k == self.mapping.bins).sum()) for k in self._pending_keys)
+        """Forget the partial frame (after a seek, so that a frame never spans the jump).
+
+        Its inside events are counted in ``events_discarded``; its outside and thinned events were counted
+        when they were pushed."""
+        self.events_discarded += self.pending
         self._pending_keys, self.pending = [], 0
 
     @property
@@ -153,12 +170,15 @@ class FixedCountBinner:
         m = self.mapping
         self.events_in += chunk.shape[0]
         keys = m.keys(chunk)
-        if m.covers_sensor:
+        thinning = self.keep_fraction < 1.0
+        if m.covers_sensor and not thinning:
             inside_count = keys.shape[0]
         else:
             inside = keys < m.bins
             inside_count = int(np.count_nonzero(inside))
             self.events_outside += keys.shape[0] - inside_count
+            if thinning:
+                inside, inside_count = self._thin(keys, inside, inside_count)
         if self.pending + inside_count < self.n:
             self._pending_keys.append(keys)
             self.pending += inside_count
@@ -166,7 +186,7 @@ class FixedCountBinner:
         # Position (in this chunk) of the last event of each frame completed here.
         k = (self.pending + inside_count) // self.n
         targets = np.arange(1, k + 1) * self.n - self.pending  # inside events needed from this chunk
-        if m.covers_sensor:
+        if m.covers_sensor and not thinning:
             cut = targets
         else:
             cut = np.searchsorted(np.cumsum(inside, dtype=np.int32), targets) + 1
@@ -184,3 +204,15 @@ class FixedCountBinner:
         self._pending_keys = [rest] if rest.shape[0] else []
         self.pending = self.pending + inside_count - k * self.n
         self.frames_out += k
+
+    def _thin(self, keys: np.ndarray, inside: np.ndarray, inside_count: int) -> tuple[np.ndarray, int]:
+        """Send all but an evenly spaced ``keep_fraction`` of the inside events to the trash bin (in place)."""
+        position = np.cumsum(inside, dtype=np.int64)
+        position += self._inside_seen  # 1-based index of each inside event in the whole stream
+        keep = np.floor(position * self.keep_fraction) > np.floor((position - 1) * self.keep_fraction)
+        keep &= inside
+        kept = int(np.count_nonzero(keep))
+        keys[inside & ~keep] = self.mapping.bins
+        self._inside_seen += inside_count
+        self.events_thinned += inside_count - kept
+        return keep, kept

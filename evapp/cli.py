@@ -341,9 +341,13 @@ def _resolution(ctx, param, value):
 @click.option("--users", type=click.IntRange(min=2), default=4, show_default=True, help="Dataset: subjects.")
 @click.option("--lightings", default="fluorescent,led", show_default=True, help="Dataset: lightings per subject.")
 @click.option("--train-users", type=click.IntRange(min=1), help="Dataset: subjects in the train split.")
+@click.option("--split", type=click.Choice(["all", "train", "test"]), default="all", show_default=True,
+              help="Dataset: write only this split's trials (e.g. held-out performances at another resolution).")
+@click.option("--vary-sensor", is_flag=True,
+              help="Dataset: draw each trial's contrast threshold and noise rate at random (robust training sets).")
 @click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, threshold, noise_hz, t0_us,
-             compression, dataset, users, lightings, train_users, force) -> None:
+             compression, dataset, users, lightings, train_users, split, vary_sensor, force) -> None:
     """Synthetic DVS gesture streams: an .aedat4 + labels CSV, or a DVS128-Gesture-layout dataset folder."""
     from pathlib import Path
 
@@ -360,7 +364,8 @@ def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, 
         summary = simulate_main(out, classes, seed, resolution, gesture_s, pause_s, dataset=dataset, n_users=users,
                                 lightings=tuple(x for x in lightings.split(",") if x), train_users=train_users,
                                 lighting=lighting, fps=fps, threshold=threshold, noise_hz=noise_hz, t0_us=t0_us,
-                                progress=lambda msg: log.info("%s", msg), compression=compression)
+                                progress=lambda msg: log.info("%s", msg), compression=compression,
+                                vary_sensor=vary_sensor, split=split)
     except ValueError as exc:
         raise InputError(f"{exc}.") from None
     _print_json(summary)
@@ -424,6 +429,152 @@ def bench_model_cmd(names, device, batches, iters, warmup, per_layer, as_json) -
         click.echo(format_model_bench(rows, per_layer=per_layer))
 
 
+def _overrides(items: tuple[str, ...]) -> dict:
+    """``--set key=value``: model config overrides, values parsed as JSON (``embed_dims=[32]``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--set {item!r} should look like key=value (e.g. embed_dims=[64]).")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@cli.command()
+@click.argument("model_name", metavar="NAME")
+@click.option("--data", required=True, metavar="DIR",
+              help="DVS128 Gesture (original or tonic layout) or a set from 'evapp simulate --dataset'.")
+@click.option("--out", metavar="DIR", help="Run folder: metrics.jsonl, last.pt, best.safetensors (runs/NAME).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-3, show_default=True,
+              help="Peak learning rate (SGLFormer's recipe: 5e-3).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.06, show_default=True)
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--T", "T", type=click.IntRange(min=1), help="Time steps per clip (default: the model's).")
+@click.option("--events-per-frame", "-N", type=click.IntRange(min=1), help="Events per frame (default: model's).")
+@click.option("--framing", type=click.Choice(["count", "clip"]), default="count", show_default=True,
+              help="count: fixed N events per frame as live; clip: each gesture split into T equal-count frames.")
+@click.option("--objective", type=click.Choice(["clips", "stream"]), default="clips", show_default=True,
+              help="clips: T frames from reset, one label; stream: long crops, no reset, a label per step.")
+@click.option("--stream-length", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--windows-per-gesture", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Random T-frame windows drawn from each training gesture per epoch.")
+@click.option("--flip", type=click.Choice(["none", "paper", "mirror"]), default="none", show_default=True,
+              help="Horizontal flip: paper keeps labels (official code), mirror swaps left/right classes.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="SNNAugmentWide per clip.")
+@click.option("--mixup/--no-mixup", default=True, show_default=True, help="Mixup (alpha 0.5, p 0.5).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on for CUDA).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option("--max-steps-per-epoch", type=click.IntRange(min=1), help="Cap steps per epoch (smoke runs).")
+@click.option("--eval-limit", type=click.IntRange(min=1), help="Test windows evaluated per epoch (default: all).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Model config override (repeatable).")
+@click.option("--artifact", "artifact_dir", metavar="DIR",
+              help="At the end, evaluate the best weights and write a model artifact here (e.g. models/NAME).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(model_name, data, out, resume, epochs, batch_size, lr, weight_decay, warmup_epochs, T, events_per_frame,
+          framing, objective, stream_length, windows_per_gesture, flip, augment, mixup, label_smoothing, seed,
+          device, amp, threads, max_steps_per_epoch, eval_limit, sets, artifact_dir, no_progress) -> None:
+    """Train a zoo model on DVS128 Gesture or a synthetic set; frames are made by the live binner."""
+    from evapp.nets import list_models
+    from evapp.train import TrainSettings
+    from evapp.train import train as run_training
+    from evapp.train.package import package_run
+
+    if model_name not in list_models():
+        raise InputError(f"There is no model named '{model_name}' (available: {', '.join(list_models())}).")
+    settings = TrainSettings(
+        model=model_name, data=data, out=out or f"runs/{model_name}", epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, T=T, events_per_frame=events_per_frame,
+        framing=framing, objective=objective, stream_length=stream_length, windows_per_gesture=windows_per_gesture,
+        flip=flip, augment=augment, mixup=mixup, label_smoothing=label_smoothing, seed=seed, device=device,
+        amp=amp, max_steps_per_epoch=max_steps_per_epoch, model_overrides=_overrides(sets), threads=threads,
+        eval_limit=eval_limit)
+    try:
+        result = run_training(settings, resume=resume, progress=not no_progress)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"{exc}.") from None
+    _print_json({"type": "train", **{k: v for k, v in result.items() if k != "model_config"}})
+    if artifact_dir:
+        summary = package_run(settings.out, artifact_dir, data=data)
+        _print_json({"type": "artifact", **summary})
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN")
+@click.argument("artifact_dir", metavar="DIR")
+@click.option("--data", metavar="DIR", help="Dataset to evaluate on (default: the run's).")
+@click.option("--policy", default="window", show_default=True, help="Policy recorded as the artifact's default.")
+@click.option("--force", is_flag=True, help="Replace an existing artifact in DIR.")
+def package(run_dir, artifact_dir, data, policy, force) -> None:
+    """Evaluate a training run's best weights and write them as a model artifact (config, weights, card)."""
+    from pathlib import Path
+
+    from evapp.train.package import package_run
+
+    if (Path(artifact_dir) / "config.json").exists() and not force:
+        raise InputError(f"{artifact_dir} already holds a model artifact; pass --force to replace it.")
+    _print_json({"type": "artifact", **package_run(run_dir, artifact_dir, data=data, policy=policy)})
+
+
+@cli.command("eval")
+@click.argument("model_name", metavar="NAME")
+@click.option("--data", required=True, metavar="DIR|FILE",
+              help="A dataset folder (clip accuracy) or a labelled recording (streaming metrics, as eval-stream).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (default: the model's artifact).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
+@click.option("--resolution-note", hidden=True)
+@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False), help="Save the confusion matrix PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
+@click.pass_context
+def eval_cmd(ctx, model_name, data, split, weights, device, resolution_note, confusion_path, as_json) -> None:
+    """Clip accuracy of a model on a dataset split (per class, confusion matrix); recordings go to eval-stream."""
+    from pathlib import Path
+
+    if Path(data).is_file():
+        ctx.invoke(eval_stream, file=data, model_name=model_name, weights=weights, device=device,
+                   confusion_path=confusion_path, as_json=as_json)
+        return
+    from evapp.engine.loading import load_model
+    from evapp.engine.torch_engine import resolve_device
+    from evapp.evaluate import confusion_matrix_png
+    from evapp.train.data import Framing, load_split
+    from evapp.train.loop import evaluate_clips
+
+    model, artifact = load_model(model_name, weights)
+    cfg = model.cfg
+    pre = artifact.preprocessing if artifact else None
+    framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, pre.framing if pre else "count",
+                      pre.reference_px_per_input_px if pre else None)
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise InputError(f"{exc}.") from None
+    trials = load_split(data, split, framing)
+    result = evaluate_clips(model.to(dev), trials, cfg.T, dev)
+    result.update({"model": model_name, "data": str(data), "split": split, "trials": len(trials)})
+    if confusion_path:
+        confusion_matrix_png(result["confusion"], list(cfg.class_names), confusion_path,
+                             title=f"{model_name} on {Path(data).name} ({split})",
+                             footer="rows: labelled class, columns: predicted class")
+        result["confusion_png"] = confusion_path
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"{model_name} on {data} ({split}, {len(trials)} trials, {result['clips']} clips of T={cfg.T}): "
+               f"clip accuracy {100 * result['clip_accuracy']:.2f} %")
+    for name, acc in zip(cfg.class_names, result["per_class_accuracy"], strict=True):
+        click.echo(f"  {name:28s} {100 * acc:6.2f} %")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the click group and turns errors into one sentence and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -468,3 +619,4 @@ def run() -> None:
 
 
 from evapp import cli_live  # noqa: E402, F401 - registers 'evapp live' on the group above
+

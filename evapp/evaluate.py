@@ -111,11 +111,16 @@ def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelIn
 
 
 def confusion_png(metrics: StreamMetrics, path, title: str = "") -> None:
-    """Save the confusion matrix as a PNG (row-normalised colours, counts written in the cells)."""
+    """Save a stream's confusion matrix (with its idle row and column) as a PNG."""
+    confusion_matrix_png(metrics.confusion, [*metrics.class_names, "idle"], path, title)
+
+
+def confusion_matrix_png(conf, names: list[str], path, title: str = "",
+                         footer: str = "rows: labelled class, columns: class shown") -> None:
+    """Save a confusion matrix as a PNG (row-normalised colours, counts written in the cells)."""
     import cv2
 
-    conf = metrics.confusion
-    names = [*metrics.class_names, "idle"]
+    conf = np.asarray(conf)
     rows, cols = conf.shape
     cell, left, top = 44, 230, 60
     width, height = left + cols * cell + 20, top + rows * cell + 150
@@ -142,7 +147,7 @@ def confusion_png(metrics: StreamMetrics, path, title: str = "") -> None:
         h, w = rotated.shape[:2]
         x0 = org[0] - w // 2
         img[org[1] : org[1] + h, x0 : x0 + w] = np.minimum(img[org[1] : org[1] + h, x0 : x0 + w], rotated)
-    cv2.putText(img, "rows: labelled class, columns: class shown", (10, height - 8), font, 0.45, (0, 0, 0), 1,
+    cv2.putText(img, footer, (10, height - 8), font, 0.45, (0, 0, 0), 1,
                 cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {path}")

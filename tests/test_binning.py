@@ -112,3 +112,32 @@ def test_reset_discards_partial_frame():
     assert binner.leftover == 0
     assert len(binner.push(events[700:])) == 0
     assert binner.leftover == 800
+
+
+def test_reset_counts_discarded_events_once():
+    events = random_stream(1500, 640, 480)
+    binner = FixedCountBinner(1000, SensorMapping(SensorGeometry(640, 480), 128))
+    binner.push(events[:700])
+    outside_before = binner.events_outside
+    binner.reset()
+    assert binner.events_outside == outside_before
+    binner.push(events[700:])
+    total = binner.frames_out * 1000 + binner.leftover + binner.events_outside + binner.events_discarded
+    assert total == 1500
+
+
+@pytest.mark.parametrize("keep", [1 / 14.0625, 0.25, 0.5, 0.999])
+def test_thinning_keeps_an_even_fraction_and_accounts_for_every_event(keep):
+    events = random_stream(200_000, 640, 480)
+    mapping = SensorMapping(SensorGeometry(640, 480), 128)
+    whole = FixedCountBinner(500, mapping, keep_fraction=keep)
+    frames = whole.push(events)
+    inside = int((mapping.keys(events) < mapping.bins).sum())
+    assert whole.events_thinned + whole.frames_out * 500 + whole.leftover == inside
+    assert abs(whole.frames_out * 500 + whole.leftover - inside * keep) <= 1
+    assert whole.frames_out * 500 + whole.leftover + whole.events_thinned + whole.events_outside == events.shape[0]
+    # Any batch split gives the same frames: the thinning phase carries over between pushes.
+    split = FixedCountBinner(500, mapping, keep_fraction=keep)
+    parts = [split.push(events[a:b]) for a, b in [(0, 777), (777, 50_000), (50_000, 200_000)]]
+    assert np.array_equal(np.concatenate([p.counts for p in parts]), frames.counts)
+    assert np.array_equal(np.concatenate([p.t_end_us for p in parts]), frames.t_end_us)

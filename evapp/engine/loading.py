@@ -1,15 +1,19 @@
-"""Finding and loading models: registry name -> module, with weights from ``--weights`` or ``models/<name>/``.
+"""Finding and loading models: a name -> an artifact in ``models/`` (or a registry model), weights, checks.
 
-A model artifact (DESIGN section 2) is a folder ``models/<name>/`` with ``config.json`` and
-``weights.safetensors``. Without weights the model runs with random initialisation, and says so once.
+A model artifact (DESIGN section 2, :mod:`evapp.engine.artifact`) is a folder ``models/<name>/`` with
+``config.json`` (architecture + the preprocessing it was trained with) and ``weights.safetensors``. ``--model``
+takes an artifact's name, a path to an artifact folder, or a bare registry name; a registry model without an
+artifact runs with random initialisation, and says so once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from evapp.engine.artifact import Artifact, read_artifact
 from evapp.errors import InputError
 
 log = logging.getLogger("evapp")
@@ -21,22 +25,59 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
 
 
+def find_artifact(name: str) -> Artifact | None:
+    """The artifact ``name`` names: a folder path holding config.json, or ``models/<name>/``; else None."""
+    for folder in (Path(name), models_dir() / name):
+        if (folder / "config.json").is_file():
+            return read_artifact(folder)
+    return None
+
+
+def list_artifacts() -> list[Artifact]:
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    return [read_artifact(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+
+
 def artifact_weights(name: str) -> Path | None:
-    path = models_dir() / name / "weights.safetensors"
-    return path if path.is_file() else None
+    artifact = find_artifact(name)
+    return artifact.weights_path if artifact is not None and artifact.weights_path.is_file() else None
 
 
-def load_model(name: str, weights: str | Path | None = None):
-    """Build a zoo model and load its weights; returns ``(model, weights_path_or_None)``."""
+def default_model_name() -> str | None:
+    """The best shipped model: the artifact with weights and the highest held-out clip accuracy."""
+    shipped = [a for a in list_artifacts() if a.weights_path.is_file()]
+    if not shipped:
+        return None
+    return max(shipped, key=lambda a: (a.metrics.get("clip_accuracy", 0.0), a.name)).name
+
+
+@dataclass
+class LoadedModel:
+    model: object  # evapp.nets.SpikingClassifier, eval mode, on the CPU
+    artifact: Artifact | None
+    weights: Path | None
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+
+def load(name: str, weights: str | Path | None = None) -> LoadedModel:
+    """Build the model ``name`` (artifact config if there is one) and load its weights."""
     from evapp.nets import create_model, list_models
 
-    if name not in list_models():
-        raise InputError(f"There is no model named '{name}' (available: {', '.join(list_models())}).")
-    model = create_model(name)
-    path = Path(weights) if weights else artifact_weights(name)
+    artifact = find_artifact(name)
+    if artifact is None and name not in list_models():
+        shipped = [a.name for a in list_artifacts()]
+        available = ", ".join(sorted(set(list_models()) | set(shipped)))
+        raise InputError(f"There is no model named '{name}' (available: {available}).")
+    model = create_model(artifact.config) if artifact is not None else create_model(name)
+    path = Path(weights) if weights else (artifact.weights_path if artifact is not None else None)
     if path is None:
         log.warning("%s has no trained weights; running with random initialisation (predictions are noise).", name)
-        return model, None
+        return LoadedModel(model.eval(), None, None)
     if not path.is_file():
         raise InputError(f"Weights file {path} does not exist.")
     from safetensors import SafetensorError
@@ -55,4 +96,10 @@ def load_model(name: str, weights: str | Path | None = None):
             f"{path} does not fit {name}: {len(missing)} tensors missing, {len(unexpected)} unexpected "
             f"(first: {(missing or unexpected)[0]})."
         )
-    return model, path
+    return LoadedModel(model.eval(), artifact, path)
+
+
+def load_model(name: str, weights: str | Path | None = None):
+    """``(model, artifact or None)``: :func:`load` for callers that want the pair."""
+    loaded = load(name, weights)
+    return loaded.model, loaded.artifact

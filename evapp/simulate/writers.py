@@ -8,6 +8,7 @@ CSV (``read_labels_csv(path, t0_us=first_event_time)``) gets back exactly the si
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from evapp.sources.aedat3 import labels_path_for, write_aedat3, write_labels_csv
 from evapp.sources.aedat4 import write_aedat4
 
 DATASET_LIGHTINGS = tuple(LIGHTINGS)  # fluorescent, fluorescent_led, lab, led, natural
+SYNTHETIC_MARKER = "evapp_simulate.json"
 
 
 def _shifted(events: np.ndarray, t0_us: int) -> np.ndarray:
@@ -71,6 +73,8 @@ def write_dataset(
     fps: float = 2000.0,
     params: DvsParams | None = None,
     progress: Callable[[str], None] | None = None,
+    vary_sensor: bool = False,
+    split: str = "all",
 ) -> DatasetInfo:
     """Write a folder laid out like DVS128 Gesture's ``DvsGesture/``.
 
@@ -81,7 +85,11 @@ def write_dataset(
     rest in ``trials_to_test.txt`` (default split 23:6 as in the original, at least one test user when
     there are two or more). Each user is a different random subject (body, clothes, placement), shared by
     that user's lightings; each trial has its own choreography and background lighting. Timestamps start
-    at a random non-zero offset so readers must rebase.
+    at a random non-zero offset so readers must rebase. ``vary_sensor`` draws each trial's contrast threshold
+    (0.15..0.5) and background-activity rate (0.01..0.2 Hz per pixel) at random around ``params``, so a model
+    trained on the set does not learn one sensor's bias settings. ``split`` ``"train"`` or ``"test"`` writes
+    only that split's trials, exactly as the whole set would have them (to render held-out performances at
+    another resolution).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,25 +102,42 @@ def write_dataset(
         train_users = n_users if n_users == 1 else min(n_users - 1, max(1, round(n_users * 23 / 29)))
     info = DatasetInfo(folder)
     n_classes = len(GESTURE_CLASSES)
+    if split not in ("all", "train", "test"):
+        raise ValueError(f"split must be all, train or test, not {split!r}")
     for user in range(1, n_users + 1):
+        in_train = user <= train_users
+        if (split == "train" and not in_train) or (split == "test" and in_train):
+            continue
         subject_seed = int(np.random.SeedSequence([seed, 100, user]).generate_state(1)[0])
         for li, lighting in enumerate(lightings):
             trial_seed = int(np.random.SeedSequence([seed, 200, user, li]).generate_state(1)[0])
             rng = _rng(trial_seed, 9)
             order = rng.permutation(n_classes).tolist()
             t0 = int(rng.integers(1_000_000, 1_000_000_000))
+            trial_params = params
+            if vary_sensor:
+                from dataclasses import replace
+
+                threshold = float(rng.uniform(0.15, 0.5))
+                trial_params = replace(params or DvsParams(), threshold_on=threshold, threshold_off=threshold,
+                                       noise_rate_hz=float(np.exp(rng.uniform(np.log(0.01), np.log(0.2)))))
             events, labels, _geometry = simulate_sequence(
                 order, trial_seed, resolution, pause_s=pause_s, gesture_s=gesture_s, fps=fps,
-                lighting=lighting, subject_seed=subject_seed, params=params,
+                lighting=lighting, subject_seed=subject_seed, params=trial_params,
             )
             name = f"user{user:02d}_{lighting}.aedat"
             write_aedat3(folder / name, _shifted(events, t0))
             write_labels_csv(labels_path_for(folder / name), labels, t0_us=t0)
-            (info.train if user <= train_users else info.test).append(name)
+            (info.train if in_train else info.test).append(name)
             info.events += int(events.shape[0])
             info.duration_s += float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
             if progress is not None:
                 progress(name)
+    # A marker that says the set is synthetic, so a model card can never present it as DVS128 Gesture.
+    (folder / SYNTHETIC_MARKER).write_text(json.dumps({
+        "generator": "evapp simulate", "seed": seed, "users": n_users, "train_users": train_users,
+        "lightings": list(lightings), "resolution": list(resolution), "gesture_s": gesture_s, "pause_s": pause_s,
+        "vary_sensor": vary_sensor, "split": split}, indent=2) + "\n")
     (folder / "trials_to_train.txt").write_text("".join(f"{n}\n" for n in info.train))
     (folder / "trials_to_test.txt").write_text("".join(f"{n}\n" for n in info.test))
     return info
@@ -157,6 +182,8 @@ def simulate_main(
     t0_us: int = 0,
     progress: Callable[[str], None] | None = None,
     compression: str = "lz4",
+    vary_sensor: bool = False,
+    split: str = "all",
 ) -> dict:
     """Entry point for ``evapp simulate``: one recording (``out_path`` = .aedat4) or a dataset folder.
 
@@ -174,7 +201,8 @@ def simulate_main(
     out_path = Path(out_path)
     if dataset:
         info = write_dataset(out_path, n_users, lightings, seed, resolution, train_users, gesture_s, pause_s,
-                             fps=fps, params=params, progress=progress)
+                             fps=fps, params=params, progress=progress, vary_sensor=vary_sensor,
+                             split=split)
         size = sum(p.stat().st_size for p in out_path.iterdir() if p.is_file())
         return {"folder": str(out_path), "train": info.train, "test": info.test, "events": info.events,
                 "duration_s": info.duration_s, "bytes": size}

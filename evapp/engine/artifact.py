@@ -1,0 +1,127 @@
+"""Model artifacts (DESIGN section 2): a folder ``models/<name>/`` that says how to rebuild the model AND how
+to make its frames.
+
+    config.json          {"format", "model": ModelConfig, "preprocessing": {...}, "policy", "decoder", "metrics",
+                          "training"}
+    weights.safetensors  the weights (no pickle on load)
+    README.md            the model card (command, data, seed, hardware, time, metrics)
+    model.onnx, onnx.json  optional ONNX export (``evapp export``)
+
+``preprocessing`` is what the pipeline must reproduce: input size, polarity channels, events per frame N at
+the input resolution, T, the framing, class names, and the training sensor's density in sensor pixels per
+input pixel (the reference for cross-sensor thinning). :func:`check_pipeline` refuses a pipeline that would
+feed the model different frames.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evapp.errors import InputError
+
+FORMAT = "evapp-model/1"
+
+
+@dataclass
+class Preprocessing:
+    input_size: tuple[int, int]
+    events_per_frame: int
+    T: int
+    class_names: tuple[str, ...]
+    framing: str = "count"
+    polarity_channels: int = 2
+    reference_px_per_input_px: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"input_size": list(self.input_size), "polarity_channels": self.polarity_channels,
+                "events_per_frame": self.events_per_frame, "T": self.T, "framing": self.framing,
+                "class_names": list(self.class_names), "reference_px_per_input_px": self.reference_px_per_input_px}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(tuple(d["input_size"]), int(d["events_per_frame"]), int(d["T"]), tuple(d["class_names"]),
+                   d.get("framing", "count"), int(d.get("polarity_channels", 2)),
+                   float(d.get("reference_px_per_input_px", 1.0)))
+
+    def keep_fraction(self, pixels_per_input_px: float) -> float:
+        """Fraction of a sensor's events to keep so its frames have the training sensor's density."""
+        return min(1.0, self.reference_px_per_input_px / pixels_per_input_px)
+
+
+@dataclass
+class Artifact:
+    folder: Path
+    config: Any  # evapp.nets.ModelConfig
+    preprocessing: Preprocessing
+    policy: str = "window"
+    decoder: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / "weights.safetensors"
+
+
+def read_artifact(folder: str | Path) -> Artifact:
+    from evapp.nets import ModelConfig, list_models
+
+    folder = Path(folder)
+    path = folder / "config.json"
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+        cfg = ModelConfig.from_dict(data["model"])
+        pre = Preprocessing.from_dict(data["preprocessing"])
+    except FileNotFoundError:
+        raise InputError(f"{folder} is not a model artifact (no config.json).") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} is not a valid evapp model config ({exc}).") from None
+    if cfg.name not in list_models():
+        raise InputError(f"{path} describes architecture '{cfg.name}', which this evapp does not have.")
+    if (pre.T, tuple(pre.input_size), len(pre.class_names)) != (cfg.T, tuple(cfg.input_size), cfg.num_classes):
+        raise InputError(f"{path} contradicts itself: preprocessing and model disagree on T, input size or classes.")
+    return Artifact(folder, cfg, pre, data.get("policy", "window"), data.get("decoder", {}),
+                    data.get("metrics", {}), data.get("training", {}))
+
+
+def write_artifact(folder: str | Path, model, preprocessing: Preprocessing, *, policy: str = "window",
+                   decoder: dict | None = None, metrics: dict | None = None, training: dict | None = None,
+                   card: str | None = None) -> Path:
+    """Write config.json, weights.safetensors and (if given) the model card README.md into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "weights.safetensors"))
+    data = {"format": FORMAT, "model": model.cfg.to_dict(), "preprocessing": preprocessing.to_dict(),
+            "policy": policy, "decoder": decoder or {}, "metrics": metrics or {}, "training": training or {}}
+    (folder / "config.json").write_text(json.dumps(data, indent=2) + "\n")
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def check_pipeline(artifact: Artifact, *, events_per_frame: int | None = None, input_size=None,
+                   class_names=None) -> None:
+    """Refuse a pipeline that would feed the model frames unlike its training frames, or other classes."""
+    pre = artifact.preprocessing
+    if events_per_frame is not None and events_per_frame != pre.events_per_frame:
+        raise InputError(f"Model '{artifact.name}' was trained on frames of {pre.events_per_frame} events; "
+                         f"-N {events_per_frame} would feed it frames unlike its training frames "
+                         "(leave -N out, or retrain with 'evapp train -N').")
+    if input_size is not None and tuple(input_size) != tuple(pre.input_size):
+        raise InputError(f"Model '{artifact.name}' takes {pre.input_size[0]}x{pre.input_size[1]} input, not "
+                         f"{input_size[0]}x{input_size[1]}.")
+    if class_names is not None and tuple(class_names) != tuple(pre.class_names):
+        raise InputError(f"Model '{artifact.name}' knows {len(pre.class_names)} classes "
+                         f"({', '.join(pre.class_names[:3])}, ...), not the {len(class_names)} this data uses.")

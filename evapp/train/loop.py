@@ -1,0 +1,377 @@
+"""``evapp train``: the official recipes (architectures.md 1.4 / 2.4 / 3.3) on frames made as live.
+
+- AdamW (no weight decay on biases, norms and PLIF ``w``), cosine schedule with linear warm-up, per step.
+- Augmentation: optional flip (``paper`` or ``mirror``), SNNAugmentWide, mixup with label smoothing, mixup
+  switched off for the last part of training as the official code does (from epoch 75 of 202, ~37 %).
+- ``clips`` objective: a window of T frames from reset, one label (the training condition of ``window`` and
+  ``staggered``). ``stream`` objective: crops of ``stream_length`` frames anywhere in a trial, across gesture
+  boundaries, never reset inside a crop, a loss at every labelled step (for the ``persistent`` policy).
+- Every random draw of a step comes from a generator seeded by (seed, epoch, step), and a checkpoint holds
+  model, optimiser and the position in the schedule, so a resumed run is exactly the uninterrupted one.
+- AMP on CUDA; one process, or several under ``torchrun`` (DDP; gloo on the CPU, NCCL on GPUs): each rank
+  takes every world-th window of the epoch's shuffled list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evapp.errors import InputError
+from evapp.train.augment import Mixup, RandomFlip, SNNAugmentWide
+from evapp.train.data import (
+    FramedTrial,
+    Framing,
+    Window,
+    evaluation_windows,
+    load_split,
+    stream_windows,
+    training_windows,
+)
+
+log = logging.getLogger("evapp")
+
+
+@dataclass
+class TrainSettings:
+    model: str
+    data: str
+    out: str
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 5e-3
+    weight_decay: float = 0.06
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-5
+    T: int | None = None  # default: the model's
+    events_per_frame: int | None = None  # default: the model's
+    framing: str = "count"
+    objective: str = "clips"  # or "stream"
+    stream_length: int = 32
+    windows_per_gesture: int = 4
+    flip: str = "none"  # none | paper | mirror
+    augment: bool = True
+    mixup: bool = True
+    mixup_until: float = 0.37  # fraction of epochs with mixup (official: 75 of 202)
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None  # default: on for CUDA
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 32
+    eval_limit: int | None = None  # windows evaluated per epoch (None: all)
+    model_overrides: dict = field(default_factory=dict)
+    threads: int | None = None
+
+
+@dataclass
+class Prepared:
+    train: list[FramedTrial]
+    test: list[FramedTrial]
+    framing: Framing
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _init_distributed(device: torch.device) -> None:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL for GPUs, gloo for the CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """timm's rule: no weight decay on 1-d parameters (biases, norms) and on the model's named exceptions."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, minimum: float) -> float:
+    """Linear warm-up from ``minimum`` to ``base`` over ``warmup`` steps, then cosine down to ``minimum``."""
+    if step < warmup:
+        return minimum + (base - minimum) * step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return minimum + 0.5 * (base - minimum) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_clips(trials: list[FramedTrial], windows: list[Window], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows -> ``x [length, B, 2, H, W]`` float32 and labels: ``[B]`` (clips) or ``[length, B]`` (stream)."""
+    shape = trials[windows[0].trial].frame_shape
+    x = np.empty((len(windows), length, *shape), np.float32)
+    per_step = windows[0].label < 0
+    y = np.empty((len(windows), length) if per_step else len(windows), np.int64)
+    for i, w in enumerate(windows):
+        trials[w.trial].dense(w.start, w.start + length, out=x[i])
+        y[i] = trials[w.trial].frame_labels[w.start : w.start + length] if per_step else w.label
+    xt = torch.from_numpy(x).transpose(0, 1)
+    yt = torch.from_numpy(y)
+    return xt, (yt.transpose(0, 1) if per_step else yt)
+
+
+def prepare_data(settings: TrainSettings, cfg) -> Prepared:
+    framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, settings.framing)
+    started = time.perf_counter()
+    train = load_split(settings.data, "train", framing)
+    test = load_split(settings.data, "test", framing)
+    frames = sum(len(t) for t in train + test)
+    log.info("framed %d train + %d test trials into %d frames of %d events in %.1f s", len(train), len(test),
+             frames, framing.events_per_frame, time.perf_counter() - started)
+    if not evaluation_windows(train, framing.T):
+        raise InputError(f"No gesture in {settings.data} lasts {framing.T} frames of {framing.events_per_frame} "
+                         "events; use a smaller -N or --T.")
+    return Prepared(train, test, framing)
+
+
+@torch.no_grad()
+def evaluate_clips(model, trials: list[FramedTrial], T: int, device: torch.device, batch_size: int = 32,
+                   limit: int | None = None) -> dict:
+    """Clip accuracy over every non-overlapping T-frame window inside a gesture, per class, and confusion.
+
+    ``limit`` evaluates an evenly spaced subset of at most that many windows (a cheap per-epoch estimate)."""
+    windows = evaluation_windows(trials, T)
+    if limit is not None and len(windows) > limit:
+        windows = [windows[i] for i in np.linspace(0, len(windows) - 1, limit).round().astype(int)]
+    k = model.num_classes
+    confusion = np.zeros((k, k), np.int64)
+    loss_sum = 0.0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        x, y = batch_clips(trials, chunk, T)
+        logits = model(x.to(device)).float().cpu()
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        np.add.at(confusion, (y.numpy(), logits.argmax(1).numpy()), 1)
+    model.train(was_training)
+    n = int(confusion.sum())
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    return {"clips": n, "clip_accuracy": float(confusion.trace() / max(n, 1)), "loss": loss_sum / max(n, 1),
+            "per_class_accuracy": [round(float(a), 4) for a in per_class], "confusion": confusion.tolist()}
+
+
+def _stream_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Run a crop step by step from reset (no reset inside); CE at every step that has a gesture label."""
+    model.reset()
+    losses = []
+    for t in range(x.shape[0]):
+        logits = model.step(x[t])
+        mask = y[t] >= 0
+        if mask.any():
+            losses.append(F.cross_entropy(logits[mask], y[t][mask], label_smoothing=smoothing))
+    return torch.stack(losses).mean() if losses else x.sum() * 0.0
+
+
+class Checkpoint:
+    """``last.pt`` in the run folder: weights, optimiser, scaler, epoch, best metric, settings."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "last.pt"
+
+    def save(self, model, optimizer, scaler, epoch: int, step: int, best: float, settings: TrainSettings) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best": best,
+                    "settings": asdict(settings)}, tmp)
+        os.replace(tmp, self.path)  # never a half-written checkpoint
+
+    def load(self) -> dict:
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise InputError(f"Cannot resume: {self.path} does not exist.") from None
+
+
+def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | None = None, progress=True) -> dict:
+    """Train; returns the final metrics. Writes metrics.jsonl, last.pt and best.safetensors to ``settings.out``."""
+    from safetensors.torch import save_file
+
+    from evapp.engine.torch_engine import resolve_device
+    from evapp.nets import create_model
+
+    device = resolve_device(settings.device)
+    _init_distributed(device)
+    rank, world = _dist()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    overrides = dict(settings.model_overrides)
+    if settings.T:
+        overrides["T"] = settings.T
+    if settings.events_per_frame:
+        overrides["events_per_frame"] = settings.events_per_frame
+    torch.manual_seed(settings.seed)  # the initial weights
+    model = create_model(settings.model, **overrides).to(device)
+    cfg = model.cfg
+    prepared = prepared or prepare_data(settings, cfg)
+    T = cfg.T
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpoint(out)
+    amp = device.type == "cuda" if settings.amp is None else settings.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, eps=1e-8)
+    start_epoch, step, best = 0, 0, -1.0
+    if resume:
+        state = ckpt.load()
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        log.info("resumed from %s at epoch %d", ckpt.path, start_epoch)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    flip = RandomFlip(settings.flip) if settings.flip != "none" else None
+    wide = SNNAugmentWide() if settings.augment else None
+    mixup = Mixup(0.5, 0.5, settings.label_smoothing) if settings.mixup else None
+    mixup_epochs = math.ceil(settings.mixup_until * settings.epochs)
+    steps_per_epoch = _steps_per_epoch(settings, prepared, T, world)
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
+    metrics_path = out / "metrics.jsonl"
+    if rank == 0 and not resume:
+        metrics_path.unlink(missing_ok=True)
+        _write_run(out, settings, overrides, prepared, device)
+    final: dict = {}
+    started = time.perf_counter()
+    for epoch in range(start_epoch, settings.epochs):
+        windows = _epoch_windows(settings, prepared, T, epoch)
+        mine = windows[rank::world][: steps_per_epoch * settings.batch_size]
+        net.train()
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{settings.epochs}", progress and rank == 0)
+        seen, loss_sum, correct = 0, 0.0, 0
+        for i in range(steps_per_epoch):
+            batch = mine[i * settings.batch_size : (i + 1) * settings.batch_size]
+            if not batch:
+                break
+            gen = _generator(settings.seed, epoch, i, rank)
+            length = settings.stream_length if settings.objective == "stream" else T
+            x, y = batch_clips(prepared.train, batch, length)
+            xb = x.transpose(0, 1)  # augment per clip: [B, T, 2, H, W]
+            if flip is not None:
+                xb, y = flip(xb, y if settings.objective == "clips" else y, gen)
+            if wide is not None:
+                xb = wide(xb, gen)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup_steps, settings.lr, settings.min_lr)
+            with torch.autocast(device.type, enabled=amp):
+                if settings.objective == "stream":
+                    loss = _stream_loss(net.module if world > 1 else net, xb.transpose(0, 1).to(device),
+                                        y.to(device), settings.label_smoothing)
+                    logits = None
+                else:
+                    use_mixup = mixup is not None and epoch < mixup_epochs
+                    if use_mixup:
+                        xb, target = mixup(xb, y, cfg.num_classes, gen)
+                    logits = net(xb.transpose(0, 1).to(device))
+                    if use_mixup:
+                        loss = torch.sum(-target.to(device) * F.log_softmax(logits.float(), -1), -1).mean()
+                    else:
+                        loss = F.cross_entropy(logits.float(), y.to(device), label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            seen += len(batch)
+            loss_sum += float(loss.detach()) * len(batch)
+            if logits is not None:
+                correct += int((logits.argmax(1).cpu() == y).sum())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        if bar is not None:
+            bar.close()
+        record = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                  "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1) if correct else None,
+                  "elapsed_s": round(time.perf_counter() - started, 1)}
+        if rank == 0:
+            result = evaluate_clips(model, prepared.test, T, device, settings.eval_batch_size,
+                                    settings.eval_limit) if prepared.test else {}
+            record.update({f"test_{k}": v for k, v in result.items() if k in ("clip_accuracy", "loss", "clips")})
+            record["test_per_class_accuracy"] = result.get("per_class_accuracy")
+            if result and result["clip_accuracy"] > best:
+                best = result["clip_accuracy"]
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                          str(out / "best.safetensors"))
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            ckpt.save(model, optimizer, scaler, epoch, step, best, settings)
+            log.info("epoch %d: train loss %.4f, test clip accuracy %s", epoch + 1, record["train_loss"],
+                     record.get("test_clip_accuracy"))
+            final = {**record, "best_test_clip_accuracy": best}
+        if world > 1:
+            torch.distributed.barrier()
+    final.setdefault("best_test_clip_accuracy", best)
+    final["model_config"] = cfg.to_dict()
+    final["framing"] = asdict(prepared.framing)
+    final["train_seconds"] = round(time.perf_counter() - started, 1)
+    return final
+
+
+def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Prepared, device) -> None:
+    """run.json: what ``evapp package`` needs to rebuild the model and write its card."""
+    import shlex
+    import sys
+
+    from evapp.binning import SensorMapping
+
+    first = prepared.train[0]
+    density = SensorMapping(first.geometry, prepared.framing.input_size).pixels_per_input_px
+    run = {"command": "evapp " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("evapp") else shlex.join(sys.argv),
+           "settings": asdict(settings), "model_overrides": overrides, "machine": machine_line(device),
+           "px_per_input_px": density, "world_size": _dist()[1]}
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+
+
+def _epoch_windows(settings: TrainSettings, prepared: Prepared, T: int, epoch: int) -> list[Window]:
+    rng = np.random.default_rng([settings.seed, 7, epoch])
+    if settings.objective == "stream":
+        n = settings.windows_per_gesture * sum(len(t.segments()) for t in prepared.train)
+        windows = stream_windows(prepared.train, settings.stream_length, n, rng)
+    else:
+        windows = training_windows(prepared.train, T, settings.windows_per_gesture, rng)
+    return [windows[i] for i in rng.permutation(len(windows))]
+
+
+def _steps_per_epoch(settings: TrainSettings, prepared: Prepared, T: int, world: int) -> int:
+    n = len(_epoch_windows(settings, prepared, T, 0)) // world
+    steps = max(1, n // settings.batch_size)  # drop_last, as the official loaders
+    return min(steps, settings.max_steps_per_epoch) if settings.max_steps_per_epoch else steps
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+def machine_line(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch {torch.__version__}, CPU)"

@@ -1,0 +1,116 @@
+"""From a training run to a shipped model artifact: evaluate the best weights, write config, weights and card."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from evapp.engine.artifact import Preprocessing, write_artifact
+from evapp.errors import InputError
+from evapp.train.data import Framing, load_split
+from evapp.train.loop import evaluate_clips
+
+log = logging.getLogger("evapp")
+
+
+def dataset_kind(folder: str | Path) -> str:
+    """'synthetic' for a set written by ``evapp simulate --dataset``, else 'DVS128 Gesture'."""
+    from evapp.simulate.writers import SYNTHETIC_MARKER
+
+    return "synthetic" if (Path(folder) / SYNTHETIC_MARKER).is_file() else "DVS128 Gesture"
+
+
+def evaluate_weights(model, data: str | Path, framing: Framing, split: str = "test") -> dict:
+    trials = load_split(data, split, framing)
+    if not trials:
+        raise InputError(f"{data} has no {split} trials to evaluate on.")
+    result = evaluate_clips(model, trials, framing.T, torch.device("cpu"))
+    result["trials"] = len(trials)
+    return result
+
+
+def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path | None = None,
+                policy: str = "window", decoder: dict | None = None, also: list[str] | None = None) -> dict:
+    """Evaluate ``run_dir/best.safetensors`` on the test split and write an artifact to ``artifact_dir``.
+
+    ``also`` lists more datasets (e.g. the held-out performances rendered at 640x480) whose clip accuracy
+    goes into the card beside the main one, framed with the main data's density as the reference.
+    """
+    from safetensors.torch import load_file
+
+    from evapp.nets import create_model
+
+    run_dir = Path(run_dir)
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+        state = load_file(str(run_dir / "best.safetensors"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{run_dir} is not a finished training run ({Path(exc.filename).name} is missing).") from None
+    settings = run["settings"]
+    data = data or settings["data"]
+    model = create_model(settings["model"], **run["model_overrides"])
+    model.load_state_dict(state)
+    model.eval()
+    cfg = model.cfg
+    framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, settings["framing"])
+    main = evaluate_weights(model, data, framing)
+    reference = run.get("px_per_input_px", 1.0)
+    extra = {}
+    for other in also or []:
+        thinned = Framing(framing.input_size, framing.events_per_frame, framing.T, framing.mode, reference)
+        extra[str(other)] = evaluate_weights(model, other, thinned)
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = {"clip_accuracy": round(main["clip_accuracy"], 4), "clips": main["clips"],
+               "per_class_accuracy": main["per_class_accuracy"], "data_kind": dataset_kind(data),
+               "also": {k: {"clip_accuracy": round(v["clip_accuracy"], 4), "clips": v["clips"]}
+                        for k, v in extra.items()}}
+    pre = Preprocessing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, tuple(cfg.class_names), framing.mode,
+                        2, reference)
+    training = {"command": run["command"], "data": str(data), "seed": settings["seed"], "machine": run["machine"],
+                "train_seconds": history[-1]["elapsed_s"] if history else None, "epochs_run": len(history),
+                "settings": settings}
+    card = model_card(cfg, metrics, training, main, extra, history, policy)
+    write_artifact(artifact_dir, model, pre, policy=policy, decoder=decoder or {}, metrics=metrics,
+                   training=training, card=card)
+    return {"artifact": str(artifact_dir), "clip_accuracy": metrics["clip_accuracy"], "clips": main["clips"],
+            "also": metrics["also"]}
+
+
+def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, history: list, policy: str) -> str:
+    kind = metrics["data_kind"]
+    lines = [
+        f"# {cfg.name}: model card",
+        "",
+        f"Architecture `{cfg.arch}` (see `evapp/nets/{cfg.arch}.py`), T = {cfg.T}, input 2x{cfg.input_size[0]}x"
+        f"{cfg.input_size[1]}, N = {cfg.events_per_frame} events per frame (fixed-count frames made by the live "
+        f"binner), {cfg.num_classes} classes. Default policy: `{policy}`.",
+        "",
+        f"**Trained on {kind} data** (`{training['data']}`)"
+        + (": synthetic gesture streams from `evapp simulate`, not DVS128 Gesture. These numbers say nothing "
+           "about accuracy on real recordings." if kind == "synthetic" else "."),
+        "",
+        "## Training",
+        "",
+        f"- command: `{training['command']}`",
+        f"- seed {training['seed']}, {training['epochs_run']} epochs, {training['train_seconds']} s on "
+        f"{training['machine']}",
+        "",
+        "## Results (held-out test split, clip accuracy over every non-overlapping T-frame window inside a gesture)",
+        "",
+        f"- {kind} test split: **{100 * main['clip_accuracy']:.2f} %** of {main['clips']} clips "
+        f"({main['trials']} trials)",
+    ]
+    for name, res in extra.items():
+        lines.append(f"- `{name}`: {100 * res['clip_accuracy']:.2f} % of {res['clips']} clips ({res['trials']} trials)")
+    lines += ["", "| class | accuracy |", "|---|---|"]
+    lines += [f"| {n} | {100 * a:.1f} % |" for n, a in zip(cfg.class_names, main["per_class_accuracy"], strict=True)]
+    lines += ["", "## Learning curve", "", "| epoch | train loss | test clip accuracy | elapsed s |",
+              "|---|---|---|---|"]
+    for h in history:
+        acc = h.get("test_clip_accuracy")
+        lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {'' if acc is None else f'{100 * acc:.2f} %'} | "
+                     f"{h['elapsed_s']} |")
+    return "\n".join(lines) + "\n"
