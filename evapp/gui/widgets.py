@@ -13,6 +13,18 @@ from evapp.events import SensorGeometry
 ON_COLOUR = np.array([90, 170, 255], np.float32)  # ON events: blue
 OFF_COLOUR = np.array([255, 90, 70], np.float32)  # OFF events: red
 BACKGROUND = 18
+LEVELS = 16  # intensity levels per polarity in the colour table
+
+
+def _colour_table() -> np.ndarray:
+    """RGB for every (ON level, OFF level) pair: background plus both colours, saturating to white."""
+    on = (np.arange(LEVELS) / (LEVELS - 1))[:, None, None]
+    off = (np.arange(LEVELS) / (LEVELS - 1))[None, :, None]
+    rgb = BACKGROUND + on * (ON_COLOUR - BACKGROUND) + off * (OFF_COLOUR - BACKGROUND)
+    return np.clip(rgb, 0, 255).astype(np.uint8).reshape(LEVELS * LEVELS, 3)
+
+
+_COLOUR_TABLE = _colour_table()
 
 
 def class_colour(class_id: int, count: int) -> QColor:
@@ -53,7 +65,11 @@ class EventView(QWidget):
 
     # -- data ---------------------------------------------------------------------------------------
     def add_events(self, events: np.ndarray | None) -> None:
-        """Fade the old picture and add these events (None: nothing new, the picture just fades)."""
+        """Fade the old picture and add these events (None: nothing new, the picture just fades).
+
+        One event lights its pixel fully (gestures are sparse), so new events just set intensities to 1, and
+        the colour comes from a 16x16-level lookup table: a few passes over H x W, not over H x W x 3 floats.
+        """
         g = self.geometry_
         self._on *= self.DECAY
         self._off *= self.DECAY
@@ -63,13 +79,12 @@ class EventView(QWidget):
             valid = (x >= 0) & (x < g.width) & (y >= 0) & (y < g.height)
             flat = (y * g.width + x)[valid]
             on = events["polarity"][valid] > 0
-            size = g.width * g.height
-            self._on += np.bincount(flat[on], minlength=size).reshape(g.height, g.width)
-            self._off += np.bincount(flat[~on], minlength=size).reshape(g.height, g.width)
-        on = np.minimum(self._on, 1.0)[..., None]  # one event lights a pixel fully: gestures are sparse
-        off = np.minimum(self._off, 1.0)[..., None]
-        rgb = BACKGROUND + on * (ON_COLOUR - BACKGROUND) + off * (OFF_COLOUR - BACKGROUND)
-        self._rgb = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
+            self._on.reshape(-1)[flat[on]] = 1.0
+            self._off.reshape(-1)[flat[~on]] = 1.0
+        index = (self._on * (LEVELS - 0.01)).astype(np.uint8)
+        index *= LEVELS
+        index += (self._off * (LEVELS - 0.01)).astype(np.uint8)
+        self._rgb = _COLOUR_TABLE[index]
         self.update()
 
     def clear(self) -> None:

@@ -315,11 +315,10 @@ class MainWindow(QMainWindow):
                 shown.append(out)
             else:
                 self.frames_shown += 1
-        self.view.add_events(self.pipeline.take_view_events())
+        if not self.pipeline.paused:  # paused: the picture stays as it was
+            self.view.add_events(self.pipeline.take_view_events())
         position = self.pipeline.position_us
         self.timeline.cursor_us = position
-        if self.is_live and not self.timeline.labels:
-            self.timeline.duration_us = None
         self.timeline.labels = list(self.pipeline.source.labels)
         self.timeline.update()
         if not self.seek_slider.isSliderDown():
