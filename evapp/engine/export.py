@@ -15,7 +15,7 @@ spike_counts)``:
   therefore switched off while tracing.
 
 The batch axis is dynamic (``staggered:K`` runs K rows). The graph is made by PyTorch's TorchScript-based
-exporter (``dynamo=False``): it needs no extra package and folds eval-mode BatchNorm into the convolutions.
+exporter (``dynamo=False``; the dynamo exporter needs onnxscript, which evapp does not depend on).
 Opset 17 by default: the newest opset that both ONNX Runtime's CUDA provider and TensorRT >= 8.6 accept
 for every operator used here (https://onnxruntime.ai/docs/reference/compatibility.html,
 https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md).
@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..snn.neurons import BaseNode
 from ..snn.state import get_state, set_spike_recording, set_state, state_specs, stateful_modules
 
-__all__ = ["DEFAULT_OPSET", "StepWrapper", "export_onnx", "export_step", "spike_layers"]
+__all__ = ["DEFAULT_OPSET", "StepWrapper", "export_onnx", "export_step", "read_meta", "spike_layers", "weights_digest"]
 
 log = logging.getLogger("evapp")
 
@@ -211,10 +211,27 @@ def _layer_sizes(model: nn.Module, layers, batch: int) -> list[Tensor]:
     return [seen[id(m)] for _, m in layers]
 
 
-def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> tuple[Path, Path]:
+def weights_digest(path: str | Path | None) -> str | None:
+    """sha256 of a weights file (None for random initialisation): ties an ONNX export to its weights."""
+    if path is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_onnx(
+    model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSET, weights: str | Path | None = None
+) -> tuple[Path, Path]:
     """Export and write ``model.onnx`` and ``onnx.json`` into ``out_dir`` (created if missing); nothing else.
 
-    The graph is checked with ``onnx.checker`` before anything is written."""
+    ``weights`` (the file the model's weights came from, if any) is recorded with its sha256 so that the ORT
+    engine uses this export only for the same weights. The graph is checked with ``onnx.checker`` before
+    anything is written."""
     import onnx
 
     out = Path(out_dir)
@@ -225,6 +242,7 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSE
     if not out.is_dir():
         raise InputError(f"{out} is not a folder.")
     data, meta = export_step(model, opset)
+    meta["weights"] = {"file": str(weights) if weights else None, "sha256": weights_digest(weights)}
     onnx.checker.check_model(onnx.load_from_string(data))
     onnx_path, meta_path = out / ONNX_FILE, out / META_FILE
     try:

@@ -1,0 +1,187 @@
+"""``evapp bench`` (no subcommand) / ``evapp bench all``: every speed measurement as ONE table.
+
+Rows, each with the machine line printed above the table:
+
+- ``binning``: our streaming binner (and tonic's ToFrame where asked) in M events/s, from
+  :mod:`evapp.bench.binning`;
+- ``step``: ms per time step of each model at batch 1 for ``torch eager``, ``torch compiled``
+  (``torch.compile``, inductor) and ``onnx`` (ONNX Runtime on the exported step) on every available device.
+  Timed through the engines with the ``persistent`` policy, so a step is what streaming costs: frame upload,
+  the step, logits to the host and the softmax. Untrained models are BN-calibrated on synthetic frames
+  (:func:`evapp.bench.model.synthetic_frames`) so that neurons fire as in a trained model;
+- ``replay``: end-to-end speed of the demo recording through the whole pipeline (reader, binner, engine,
+  decoder) as fast as possible, in x real time (recording seconds per wall-clock second).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import format_rows, machine_description
+
+__all__ = ["bench_all", "bench_replay", "bench_steps", "format_suite"]
+
+log = logging.getLogger("evapp")
+
+DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo.aedat4"
+ENGINES = ("torch eager", "torch compiled", "onnx")
+
+
+def _calibrated(name: str, seed: int = 0):
+    from ..nets import calibrate_bn, create_model
+    from .model import synthetic_frames
+
+    torch.manual_seed(seed)
+    model = create_model(name)
+    cfg = model.cfg
+    calibrate_bn(model, synthetic_frames(cfg.T, 2, cfg.input_size, cfg.events_per_frame, seed=seed + 1))
+    return model
+
+
+def _engine(kind: str, model, device: str, ort_threads: int | None, policy: str = "persistent"):
+    from ..engine import TorchEngine
+
+    if kind in ("torch eager", "torch compiled"):
+        return TorchEngine(copy.deepcopy(model), device=device, policy=policy, compile=kind == "torch compiled")
+    from ..engine.onnx_engine import OnnxEngine
+
+    return OnnxEngine.from_model(model, device=device, policy=policy, intra_op_threads=ort_threads)
+
+
+def devices() -> list[str]:
+    """``cpu``, plus ``cuda`` where torch sees a GPU."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def bench_steps(
+    names: Sequence[str],
+    devs: Sequence[str] = ("cpu",),
+    engines: Sequence[str] = ENGINES,
+    warmup: int = 5,
+    iters: int = 30,
+    ort_threads: int | None = None,
+) -> list[dict]:
+    """ms per step (median, p99 after ``warmup``) of each model x device x engine at batch 1."""
+    from .model import synthetic_frames
+
+    rows = []
+    for name in names:
+        model = _calibrated(name)
+        cfg = model.cfg
+        frames = synthetic_frames(cfg.T, 1, cfg.input_size, cfg.events_per_frame, seed=3)[:, 0].numpy()
+        for dev in devs:
+            for kind in engines:
+                row = {"bench": "step", "case": f"{name} b1", "device": dev, "engine": kind, "unit": "ms/step",
+                       "median": None, "p99": None, "note": ""}
+                try:
+                    t0 = time.perf_counter()
+                    eng = _engine(kind, model, dev, ort_threads)
+                    eng.feed(frames[0])  # the first step compiles / builds TensorRT engines
+                    setup = time.perf_counter() - t0
+                    if kind == "torch compiled" and not eng._compiled:
+                        row["note"] = "compile failed, eager"
+                    times = []
+                    for i in range(warmup + iters):
+                        t0 = time.perf_counter()
+                        eng.feed(frames[(i + 1) % cfg.T])
+                        times.append((time.perf_counter() - t0) * 1e3)
+                    times = times[warmup:]
+                    row.update(median=float(np.median(times)), p99=float(np.percentile(times, 99)))
+                    if kind == "onnx":
+                        row["note"] = ",".join(p.replace("ExecutionProvider", "") for p in eng.providers)
+                    elif kind == "torch compiled" and not row["note"]:
+                        row["note"] = f"compile {setup:.0f} s"
+                except Exception as exc:  # noqa: BLE001 - a failing engine is a row, not the end of the table
+                    row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                    log.debug("bench %s %s %s", name, dev, kind, exc_info=True)
+                rows.append(row)
+    return rows
+
+
+def bench_replay(
+    model_name: str, devs: Sequence[str] = ("cpu",), engines: Sequence[str] = ("torch eager", "onnx"),
+    path: str | Path = DEMO, seconds: float | None = None, ort_threads: int | None = None,
+) -> list[dict]:
+    """x real time of the whole pipeline over ``path`` (the demo recording) with ``model_name``, window policy.
+
+    ``seconds`` limits the replay to that much recording time (None: all of it). The model is BN-calibrated
+    like the step bench (untrained weights spike about as much as trained ones; speed depends on that)."""
+    from ..decoder import Decoder
+    from ..pipeline import Pipeline, ReplayOptions
+    from ..sources import open_source
+
+    model = _calibrated(model_name)
+    cfg = model.cfg
+    rows = []
+    for dev in devs:
+        for kind in engines:
+            row = {"bench": "replay", "case": f"{Path(path).name} {model_name}", "device": dev, "engine": kind,
+                   "unit": "x real time", "median": None, "p99": None, "note": ""}
+            try:
+                eng = _engine(kind, model, dev, ort_threads, policy="window")
+                source = open_source(str(path))
+                pipe = Pipeline(source, cfg.events_per_frame, tuple(cfg.input_size), None, ReplayOptions(speed=None),
+                                engine=eng, decoder=Decoder(), class_names=cfg.class_names)
+                t_last, answers = 0, 0
+                t0 = time.perf_counter()
+                try:
+                    for rec in pipe.records():
+                        if rec.get("type") == "prediction":
+                            answers += 1
+                        t_last = max(t_last, int(rec.get("t_us", 0)))
+                        if seconds is not None and t_last >= seconds * 1e6:
+                            break
+                finally:
+                    pipe.close()
+                wall = time.perf_counter() - t0
+                row["median"] = (t_last / 1e6) / wall
+                row["note"] = f"{t_last / 1e6:.1f} s in {wall:.1f} s, {answers} answers"
+            except Exception as exc:  # noqa: BLE001
+                row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                log.debug("bench replay %s %s", dev, kind, exc_info=True)
+            rows.append(row)
+    return rows
+
+
+def bench_all(
+    names: Sequence[str],
+    devs: Sequence[str] | None = None,
+    engines: Sequence[str] = ENGINES,
+    binning_events: int = 10_000_000,
+    with_tonic: bool = True,
+    iters: int = 30,
+    replay_model: str | None = "saformer-2-256",
+    replay_seconds: float | None = None,
+    ort_threads: int | None = None,
+) -> list[dict]:
+    from .binning import bench_binning
+
+    devs = list(devs or devices())
+    rows = []
+    for r in bench_binning(n_events=binning_events, with_tonic=with_tonic):
+        case = f"{r['sensor']}->{r['input']} N={r['N']}"
+        rows.append({"bench": "binning", "case": case, "device": "cpu", "engine": "evapp", "unit": "Mev/s",
+                     "median": r["ours_mev_s"], "p99": None, "note": f"{r['events']:,} events"})
+        if r["tonic_mev_s"] is not None:
+            rows.append({"bench": "binning", "case": case, "device": "cpu", "engine": "tonic ToFrame",
+                         "unit": "Mev/s", "median": r["tonic_mev_s"], "p99": None,
+                         "note": f"evapp {r['ratio']:.1f}x faster"})
+    rows += bench_steps(names, devs, engines, iters=iters, ort_threads=ort_threads)
+    if replay_model:
+        rows += bench_replay(replay_model, devs, [e for e in ("torch eager", "onnx") if e in engines],
+                             seconds=replay_seconds, ort_threads=ort_threads)
+    return rows
+
+
+def format_suite(rows: list[dict]) -> str:
+    table = format_rows(rows, [("bench", "bench", ""), ("case", "case", ""), ("device", "device", ""),
+                               ("engine", "engine", ""), ("median", "median", ".2f"), ("p99", "p99", ".2f"),
+                               ("unit", "unit", ""), ("note", "note", "")])
+    return machine_description() + "\n" + table
