@@ -58,7 +58,7 @@ class AedatRecorder:
         with self._lock:
             if self._writer is None or not len(store):
                 return
-            if self._last_t is not None and store.getLowestTime() + self._shift <= self._last_t:
+            if self._last_t is not None and store.getLowestTime() + self._shift < self._last_t:
                 self._shift = self._last_t + 1 - store.getLowestTime()
                 log.warning("the stream's clock went backwards (a reconnect?); the recording shifts it by %d µs "
                             "to stay monotonic", self._shift)

@@ -36,9 +36,9 @@ from evapp.sources import open_source  # noqa: E402
 T0 = 1_700_000_000_000_000
 
 
-def measure_latency(model: str, seconds: float, window: bool) -> dict:
+def measure_latency(model: str, seconds: float, window: bool, policy: str) -> dict:
     factory = EngineFactory(None, (None, None, None, None))
-    engine, decoder, names, n, size = factory(model, "window", "cpu")
+    engine, decoder, names, n, size = factory(model, policy, "cpu")
     source = open_source(ROOT / "assets" / "demo.aedat4")
     pipeline = Pipeline(source, n, size, None, ReplayOptions(speed=1.0), engine=engine, decoder=decoder,
                         class_names=names, keep_view_events=window)
@@ -50,7 +50,7 @@ def measure_latency(model: str, seconds: float, window: bool) -> dict:
         from evapp.gui.window import MainWindow
 
         app = QApplication.instance() or QApplication([])
-        win = MainWindow(pipeline, factory, model, "window", "cpu", "measure", duration_us=duration_of(source))
+        win = MainWindow(pipeline, factory, model, policy, "cpu", "measure", duration_us=duration_of(source))
         win.show()
         QTimer.singleShot(int(seconds * 1000), win.close)
         app.exec()
@@ -61,7 +61,8 @@ def measure_latency(model: str, seconds: float, window: bool) -> dict:
                 break
     pipeline.close()
     lat = np.asarray(pipeline.latencies_ms)
-    return {"model": model, "mode": "window" if window else "headless", "N": n, "predictions": int(lat.size),
+    return {"model": model, "mode": "window" if window else "headless", "policy": policy, "N": n,
+            "predictions": int(lat.size),
             "latency_median_ms": round(float(np.median(lat)), 1),
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
             "step_ms_median": round(float(np.median(pipeline.recent_step_ms)), 1),
@@ -106,13 +107,15 @@ def main() -> None:
     parser.add_argument("--model", action="append")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--window", action="store_true")
+    parser.add_argument("--policy", default="window", help="latency: the engine's policy (persistent answers "
+                        "every frame, so it gives many more samples than window's one answer per T frames)")
     parser.add_argument("--rates", default="50e3,100e3,150e3,200e3,250e3,300e3,400e3,600e3,800e3")
     args = parser.parse_args()
     print(machine_description(), file=sys.stderr)
     models = args.model or ["saformer-2-256", "sglformer-3-256", "spikingresformer-dvsg"]
     if args.what == "latency":
         for model in models:
-            print(json.dumps(measure_latency(model, args.seconds or 56.0, args.window)), flush=True)
+            print(json.dumps(measure_latency(model, args.seconds or 56.0, args.window, args.policy)), flush=True)
         return
     from tests.test_sources import free_port
 

@@ -31,11 +31,13 @@ def run_window(pipeline, engine_factory, model_name, policy, device, title: str,
     # Qt's event loop does not return to Python on its own, so a timer lets the SIGINT handler run.
     interrupted = []
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         interrupted.append(True)
-        window.close()
+        # The handler may run in the middle of a paint; close from the event loop instead.
+        QTimer.singleShot(0, window.close)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM too: an exception raised inside Qt's event loop would abort the process, losing the recording.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     wake = QTimer()
     wake.timeout.connect(lambda: None)
     wake.start(200)
@@ -50,7 +52,8 @@ def run_window(pipeline, engine_factory, model_name, policy, device, title: str,
         code = app.exec()
     finally:
         wake.stop()
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         window.close()
     if window.error is not None:
         raise window.error
