@@ -204,3 +204,26 @@ def test_replay_at_a_speed_factor_never_drops(tmp_path, capsys):
     assert summary["dropped_frames"] == 0 and summary["frames"] == 24 == summary["predictions"]
     assert summary["latency_ms"]["median"] > 0
     assert np.all(np.diff([r["t_us"] for r in lines if r["type"] == "prediction"]) > 0)
+
+
+@pytest.mark.parametrize("sig,headless", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+                         ids=["window-ctrl-c", "window-sigterm", "headless-sigterm"])
+def test_recording_is_finalised_when_interrupted(tmp_path, sig, headless):
+    if not headless:
+        pytest.importorskip("PyQt6", reason="the window needs PyQt6")
+    port = free_port()
+    rec, log_path = tmp_path / "take.aedat4", tmp_path / "live.err"
+    server = start_server(port, 30_000, seed=8, rate=100_000)
+    live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--record", str(rec), "-N", "5000",
+                      *(["--headless"] if headless else []), stderr_path=log_path)
+    try:
+        wait_line(server, "sent")
+        time.sleep(1.0)
+        live.send_signal(sig)
+        live.communicate(timeout=30)
+    finally:
+        for proc in (server, live):
+            if proc.poll() is None:
+                proc.kill()
+    assert live.returncode == 130, log_path.read_text()
+    assert count_events(rec) == 30_000
