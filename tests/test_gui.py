@@ -171,3 +171,68 @@ def test_window_close_stops_the_threads(qtbot, window):
         time.sleep(0.05)
     assert not any(t.is_alive() for t in window.pipeline._threads)
     assert np.isfinite(window.pipeline.stats()["event_rate"])
+
+
+def test_live_window_says_reconnecting_and_records(qtbot, tmp_path):
+    """The window on a live network stream: the server is killed (the window says it is reconnecting), comes
+    back, and the Record button's file holds exactly the events the recorder received."""
+    from evapp.recorder import AedatRecorder
+    from evapp.sources.live import open_live
+    from tests.test_live import T0, count_events, start_server, wait_line
+    from tests.test_sources import free_port
+
+    port = free_port()
+    first = start_server(port, 30_000, seed=21, rate=100_000)
+    second = None
+    source = open_live(f"tcp://127.0.0.1:{port}")
+    pipeline = Pipeline(source, 5000, 128, None, keep_view_events=True)
+    win = MainWindow(pipeline, EngineFactory(None, (None,) * 4), None, "window", "cpu", "live",
+                     recorder_factory=lambda path: AedatRecorder(path, source.geometry, force=True))
+    qtbot.addWidget(win)
+    try:
+        win.show()
+        assert win.record_button.isEnabled() and not win.seek_slider.isEnabled()
+        win.start_recording(tmp_path / "live.aedat4")
+        wait_line(first, "sent")
+        qtbot.waitUntil(lambda: pipeline.binner.events_in == 30_000, timeout=20_000)
+        first.kill()
+        qtbot.waitUntil(lambda: "reconnecting" in win.status.text(), timeout=20_000)
+        assert "reconnecting" in win.view.banner_text
+        second = start_server(port, 20_000, seed=22, rate=100_000, t0=T0 + 10_000_000)
+        wait_line(second, "sent")
+        qtbot.waitUntil(lambda: source.reconnects == 1 and pipeline.binner.events_in == 50_000, timeout=30_000)
+        qtbot.waitUntil(lambda: "reconnecting" not in win.status.text(), timeout=5000)
+        recorder = win.recorder
+        win.stop_recording()
+        assert recorder.closed and 20_000 <= recorder.events <= 50_000
+        assert count_events(tmp_path / "live.aedat4") == recorder.events
+        assert win.frames_shown > 0
+    finally:
+        win.close()
+        pipeline.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+
+
+def test_replay_without_headless_opens_the_window_and_ctrl_c_closes_it(labelled_recording, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    err = tmp_path / "replay.err"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "evapp", "replay", str(labelled_recording), "--model", MODEL,
+                                 "-N", str(N), "--device", "cpu"], stderr=stderr, stdout=subprocess.PIPE, env=env)
+        try:
+            time.sleep(6)
+            assert proc.poll() is None, err.read_text()  # the window is up and running
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130 and out == b""  # a window, not JSON lines
+    assert "Traceback" not in err.read_text() and "interrupted" in err.read_text()
