@@ -128,21 +128,24 @@ def bench_replay(
                 eng = _engine(kind, model, dev, ort_threads, policy="window")
                 source = open_source(str(path))
                 pipe = Pipeline(source, cfg.events_per_frame, tuple(cfg.input_size), None, ReplayOptions(speed=None),
-                                engine=eng, decoder=Decoder(), class_names=cfg.class_names)
-                t_last, answers = 0, 0
+                                engine=eng, decoder=Decoder(), class_names=cfg.class_names, with_frames=True)
+                t_last, answers, frames = 0, 0, 0
                 t0 = time.perf_counter()
                 try:
                     for rec in pipe.records():
-                        if rec.get("type") == "prediction":
-                            answers += 1
+                        answers += rec.get("type") == "prediction"
+                        frames += rec.get("type") == "frame"
                         t_last = max(t_last, int(rec.get("t_us", 0)))
-                        if seconds is not None and t_last >= seconds * 1e6:
+                        if seconds is not None and t_last >= seconds * 1e6 and rec.get("type") == "prediction":
                             break
                 finally:
                     pipe.close()
                 wall = time.perf_counter() - t0
+                dropped = pipe.summary().get("dropped_frames", 0)
                 row["median"] = (t_last / 1e6) / wall
-                row["note"] = f"{t_last / 1e6:.1f} s in {wall:.1f} s, {answers} answers"
+                row["note"] = f"{t_last / 1e6:.1f} s in {wall:.1f} s, {frames} frames, {answers} answers"
+                if dropped:
+                    row["note"] += f", {dropped} dropped"
             except Exception as exc:  # noqa: BLE001
                 row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
                 log.debug("bench replay %s %s", dev, kind, exc_info=True)
