@@ -168,18 +168,20 @@ def _model_frame_settings(model_name, cfg, events_per_frame, input_size):
 @click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
               help="When state is reset and answers are given (see the README).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
+@click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
 @decoder_options
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
 def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, model_name, weights,
-           policy, device, smoothing, threshold, hold, idle_fps, with_frames, headless) -> None:
+           policy, device, engine_kind, smoothing, threshold, hold, idle_fps, with_frames, headless) -> None:
     """Replay a recording (.aedat4, .aedat, .npy, .raw, .dat) or a tcp://HOST:PORT stream."""
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
     engine, class_names, decoder = None, None, None
     if model_name:
-        engine, cfg = _make_engine(model_name, weights, policy, device)
+        engine, cfg = _make_engine(model_name, weights, policy, device, engine_kind)
         class_names = cfg.class_names
         events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
         decoder = _decoder(smoothing, threshold, hold, idle_fps)
@@ -204,13 +206,21 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     _print_json(pipeline.summary())
 
 
-def _make_engine(model_name: str, weights, policy: str, device: str):
+def _make_engine(model_name: str, weights, policy: str, device: str, engine_kind: str = "torch"):
+    """``engine_kind`` ``onnx`` runs the exported step with ONNX Runtime (the artifact's model.onnx when it was
+    exported from these weights, else an in-memory export)."""
     from evapp.engine import TorchEngine
-    from evapp.engine.loading import load_model
+    from evapp.engine.loading import load
 
-    model, _ = load_model(model_name, weights)
+    loaded = load(model_name, weights)
+    model = loaded.model
     try:
-        engine = TorchEngine(model, device=device, policy=policy)
+        if engine_kind == "onnx":
+            from evapp.engine.onnx_engine import OnnxEngine
+
+            engine = OnnxEngine.for_loaded(loaded, device=device, policy=policy)
+        else:
+            engine = TorchEngine(model, device=device, policy=policy)
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"{exc}.") from None
     return engine, model.cfg
@@ -245,6 +255,8 @@ def models(as_json: bool) -> None:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
 @click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
+@click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
 @click.option("--events-per-frame", "-N", type=click.IntRange(min=1), help="Events per frame (default: the model's).")
 @click.option("--region", callback=_region, metavar="x,y,w,h", help="Sensor region mapped onto the input.")
 @decoder_options
@@ -253,8 +265,8 @@ def models(as_json: bool) -> None:
 @click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
               help="Where to save the confusion matrix PNG (default: FILE's name + _confusion.png, here).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
-def eval_stream(file, model_name, weights, policy, device, events_per_frame, region, smoothing, threshold, hold,
-                idle_fps, confirm, confusion_path, as_json) -> None:
+def eval_stream(file, model_name, weights, policy, device, engine_kind, events_per_frame, region, smoothing, threshold,
+                hold, idle_fps, confirm, confusion_path, as_json) -> None:
     """Run the pipeline over a labelled recording: frame accuracy, decision latency, misses, false alarms."""
     from pathlib import Path
 
@@ -262,7 +274,7 @@ def eval_stream(file, model_name, weights, policy, device, events_per_frame, reg
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
-    engine, cfg = _make_engine(model_name, weights, policy, device)
+    engine, cfg = _make_engine(model_name, weights, policy, device, engine_kind)
     events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, None)
     source = open_source(file)
     if source.is_live:
@@ -371,9 +383,73 @@ def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, 
     _print_json(summary)
 
 
-@cli.group()
-def bench() -> None:
-    """Measure speed (this machine is described in every table)."""
+@cli.command()
+@click.argument("model_name", metavar="NAME")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors; default: the artifact's).")
+@click.option("--out", metavar="DIR", help="Folder for model.onnx and onnx.json (default: models/NAME/).")
+@click.option("--opset", type=click.Choice(["17", "18"]), default="17", show_default=True,
+              help="ONNX opset (both run on ONNX Runtime's CUDA provider and TensorRT >= 8.6).")
+def export(model_name, weights, out, opset) -> None:
+    """ONNX of one time step with explicit state: (frame, state...) -> (logits, new state..., spike counts)."""
+    from pathlib import Path
+
+    from evapp.engine.export import export_onnx
+    from evapp.engine.loading import load, models_dir
+
+    loaded = load(model_name, weights)
+    folder = Path(out) if out else (loaded.artifact.folder if loaded.artifact else models_dir() / loaded.cfg.name)
+    onnx_path, meta_path = export_onnx(loaded.model, folder, int(opset), weights=loaded.weights)
+    _print_json({"model": loaded.cfg.name, "onnx": str(onnx_path), "meta": str(meta_path), "opset": int(opset),
+                 "weights": str(loaded.weights) if loaded.weights else None})
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--quick", is_flag=True, help="Small sizes (1 M binning events, 10 steps, 10 s of replay).")
+@click.option("--device", "devices", default="all", show_default=True, metavar="all|cpu|cuda",
+              help="Devices for the step and replay rows (all: cpu and, if present, cuda).")
+@click.option("--no-compile", is_flag=True, help="Skip the torch.compile rows (compiling takes minutes on a CPU).")
+@click.option("--ort-threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads (default: ORT's).")
+@click.pass_context
+def bench(ctx, as_json, quick, devices, no_compile, ort_threads) -> None:
+    """Measure speed (this machine is described in every table). Without a subcommand: everything, one table."""
+    if ctx.invoked_subcommand is None:
+        _bench_all(as_json, quick, devices, no_compile, ort_threads)
+
+
+@bench.command("all")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--quick", is_flag=True, help="Small sizes (1 M binning events, 10 steps, 10 s of replay).")
+@click.option("--device", "devices", default="all", show_default=True, metavar="all|cpu|cuda")
+@click.option("--no-compile", is_flag=True, help="Skip the torch.compile rows.")
+@click.option("--ort-threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads (default: ORT's).")
+def bench_all_cmd(as_json, quick, devices, no_compile, ort_threads) -> None:
+    """Every benchmark as one table: binning, ms/step per model and engine, replay of the demo (x real time)."""
+    _bench_all(as_json, quick, devices, no_compile, ort_threads)
+
+
+def _bench_all(as_json, quick, devices, no_compile, ort_threads) -> None:
+    from evapp.bench import machine_description
+    from evapp.bench.suite import ENGINES, bench_all, format_suite
+    from evapp.bench.suite import devices as available
+    from evapp.nets import list_models
+
+    if devices == "all":
+        devs = available()
+    elif devices in ("cpu", "cuda"):
+        if devices not in available():
+            raise InputError("--device cuda was requested but no CUDA GPU is available; use --device cpu.")
+        devs = [devices]
+    else:
+        raise InputError(f"--device '{devices}' is not one of all, cpu, cuda.")
+    engines = [e for e in ENGINES if not (no_compile and e == "torch compiled")]
+    rows = bench_all(list_models(), devs, engines, binning_events=1_000_000 if quick else 10_000_000,
+                     with_tonic=not quick, iters=10 if quick else 30, replay_seconds=10.0 if quick else None,
+                     ort_threads=ort_threads)
+    if as_json:
+        _print_json({"machine": machine_description(), "rows": rows})
+    else:
+        click.echo(format_suite(rows))
 
 
 @bench.command("binning")
