@@ -40,6 +40,14 @@ POLICIES = ("window", "staggered:4", "persistent")
 SEEK_STEP_S = 5.0
 
 
+def policy_text(engine, asked: str | None) -> str:
+    """The policy the engine really runs (an artifact may choose it when none was asked for)."""
+    name = getattr(engine, "policy", None)
+    if name is None:
+        return asked or "window"
+    return f"staggered:{engine.K}" if name == "staggered" else name
+
+
 class MainWindow(QMainWindow):
     def __init__(self, pipeline, engine_factory, model_name: str | None, policy: str, device: str,
                  title: str = "evapp", recorder_factory=None, duration_us: int | None = None):
@@ -47,7 +55,8 @@ class MainWindow(QMainWindow):
         self.pipeline = pipeline
         self.engine_factory = engine_factory
         self.recorder_factory = recorder_factory
-        self.model_name, self.policy, self.device = model_name, policy, device
+        self.model_name, self.device = model_name, device
+        self.policy = policy_text(pipeline.engine, policy)
         self.is_live = pipeline.is_live
         self.error: BaseException | None = None
         self.recorder = None
@@ -252,7 +261,8 @@ class MainWindow(QMainWindow):
             self.status.setText(f"model not changed: {result}")
             return
         engine, decoder, class_names, n, size = result
-        self.model_name, self.policy, self.device = model_name, policy, device
+        self.model_name, self.policy, self.device = model_name, policy_text(engine, policy), device
+        self.policy_box.setCurrentText(self.policy)
         self.pipeline.set_engine(engine, decoder, class_names)
         if (size, size) != (self.pipeline.mapping.height, self.pipeline.mapping.width) and size is not None:
             self.pipeline.set_input_size(size)
