@@ -502,11 +502,9 @@ class Pipeline:
 
     def _inference_loop(self) -> None:
         try:
-            while True:
+            while not self._stop.is_set():  # stopped: queued frames are left, so closing never waits on them
                 item = self.frame_queue.get(timeout=0.1)
                 if item is None:
-                    if self._stop.is_set():
-                        return
                     continue
                 if isinstance(item, _Marker):
                     if item.kind in ("end", "error"):
