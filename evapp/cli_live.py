@@ -21,10 +21,11 @@ class EngineFactory:
         self.weights = weights
         self.decoder_args = decoder_args
 
-    def __call__(self, model_name: str | None, policy: str, device: str, events_per_frame=None, input_size=None):
+    def __call__(self, model_name: str | None, policy: str, device: str, events_per_frame=None, input_size=None,
+                 engine_kind: str = "torch"):
         if not model_name:
             return None, None, None, events_per_frame or 5000, input_size or 128
-        engine, cfg = _make_engine(model_name, self.weights, policy, device)
+        engine, cfg = _make_engine(model_name, self.weights, policy, device, engine_kind)
         n, size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
         return engine, _decoder(*self.decoder_args), cfg.class_names, n, size
 

@@ -144,10 +144,14 @@ def test_region_drag_and_events_per_frame(qtbot, window):
     assert window.pipeline.mapping.region == region  # N changes keep the chosen region
 
 
-def test_model_policy_change_and_no_model(qtbot, window):
-    window.change_model(MODEL, "window", "cpu")
-    qtbot.waitUntil(lambda: window.policy == "window", timeout=30_000)
-    qtbot.waitUntil(lambda: getattr(window.pipeline.engine, "policy", None) == "window", timeout=10_000)
+def test_model_engine_policy_change_and_no_model(qtbot, window):
+    pytest.importorskip("onnxruntime", reason="the ONNX engine needs onnxruntime")
+    assert window.engine_kind == "torch"
+    window.change_model(MODEL, "window", "cpu", "onnx")  # exported in memory: takes seconds, off the GUI thread
+    assert window.view.banner_text.startswith("loading")
+    qtbot.waitUntil(lambda: window.policy == "window" and window.engine_kind == "onnx", timeout=90_000)
+    qtbot.waitUntil(lambda: type(window.pipeline.engine).__name__ == "OnnxEngine", timeout=10_000)
+    assert window.pipeline.engine.policy == "window" and "(onnx, window, cpu)" in window.status.text()
     qtbot.waitUntil(lambda: window.pipeline.binner.n == 20_000, timeout=10_000)  # the model's own N
     assert window.n_box.value() == 20_000
     window.change_model(None, "window", "cpu")

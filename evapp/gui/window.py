@@ -48,6 +48,11 @@ def policy_text(engine, asked: str | None) -> str:
     return f"staggered:{engine.K}" if name == "staggered" else name
 
 
+def engine_kind_of(engine) -> str:
+    """'onnx' for the ONNX Runtime engine, else 'torch'."""
+    return "onnx" if type(engine).__name__.lower().startswith("onnx") else "torch"
+
+
 class MainWindow(QMainWindow):
     def __init__(self, pipeline, engine_factory, model_name: str | None, policy: str, device: str,
                  title: str = "evapp", recorder_factory=None, duration_us: int | None = None):
@@ -57,6 +62,7 @@ class MainWindow(QMainWindow):
         self.recorder_factory = recorder_factory
         self.model_name, self.device = model_name, device
         self.policy = policy_text(pipeline.engine, policy)
+        self.engine_kind = engine_kind_of(pipeline.engine)
         self.is_live = pipeline.is_live
         self.error: BaseException | None = None
         self.recorder = None
@@ -150,6 +156,9 @@ class MainWindow(QMainWindow):
         self.policy_box.setEditable(True)  # staggered:K with any K
         self.policy_box.addItems(POLICIES)
         self.policy_box.setCurrentText(self.policy)
+        self.engine_box = QComboBox()
+        self.engine_box.addItems(["torch", "onnx"])  # PyTorch, or ONNX Runtime on the exported step
+        self.engine_box.setCurrentText(self.engine_kind)
         self.device_box = QComboBox()
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.device_box.setCurrentText(self.device)
@@ -161,8 +170,9 @@ class MainWindow(QMainWindow):
         self.n_box.setValue(self.pipeline.binner.n)
         self.n_box.editingFinished.connect(lambda: self.set_events_per_frame(self.n_box.value()))
         row = QHBoxLayout()
-        for widget in (QLabel("Model"), self.model_box, QLabel("Policy"), self.policy_box, QLabel("Device"),
-                       self.device_box, self.apply_button, QLabel("Events/frame"), self.n_box):
+        for widget in (QLabel("Model"), self.model_box, QLabel("Engine"), self.engine_box, QLabel("Policy"),
+                       self.policy_box, QLabel("Device"), self.device_box, self.apply_button, QLabel("Events/frame"),
+                       self.n_box):
             row.addWidget(widget)
         row.addStretch(1)
         row.addWidget(QLabel("drag on the view: region of interest, right-click: default"))
@@ -230,9 +240,9 @@ class MainWindow(QMainWindow):
     def _apply_model_clicked(self) -> None:
         name = self.model_box.currentText()
         self.change_model(None if name.startswith("(") else name, self.policy_box.currentText().strip(),
-                          self.device_box.currentText())
+                          self.device_box.currentText(), self.engine_box.currentText())
 
-    def change_model(self, model_name: str | None, policy: str, device: str) -> None:
+    def change_model(self, model_name: str | None, policy: str, device: str, engine_kind: str = "torch") -> None:
         """Build the engine on a helper thread (it can take seconds); the timer hands it to the pipeline."""
         if self._building:
             return
@@ -242,16 +252,16 @@ class MainWindow(QMainWindow):
 
         def build():
             try:
-                result = self.engine_factory(model_name, policy, device)
-                self._engine_results.put((model_name, policy, device, result))
+                result = self.engine_factory(model_name, policy, device, engine_kind=engine_kind)
+                self._engine_results.put((model_name, policy, device, engine_kind, result))
             except BaseException as exc:  # noqa: BLE001 - shown in the status line
-                self._engine_results.put((model_name, policy, device, exc))
+                self._engine_results.put((model_name, policy, device, engine_kind, exc))
 
         threading.Thread(target=build, name="evapp-model-loader", daemon=True).start()
 
     def _take_engine(self) -> None:
         try:
-            model_name, policy, device, result = self._engine_results.get_nowait()
+            model_name, policy, device, engine_kind, result = self._engine_results.get_nowait()
         except queue.Empty:
             return
         self._building = False
@@ -262,6 +272,7 @@ class MainWindow(QMainWindow):
             return
         engine, decoder, class_names, n, size = result
         self.model_name, self.policy, self.device = model_name, policy_text(engine, policy), device
+        self.engine_kind = engine_kind_of(engine) if engine is not None else engine_kind
         self.policy_box.setCurrentText(self.policy)
         self.pipeline.set_engine(engine, decoder, class_names)
         if (size, size) != (self.pipeline.mapping.height, self.pipeline.mapping.width) and size is not None:
@@ -358,7 +369,7 @@ class MainWindow(QMainWindow):
         parts.append("ms/step n/a" if s["step_ms"] is None else f"{s['step_ms']:.1f} ms/step")
         parts.append("latency n/a" if s["latency_ms"] is None else f"latency {s['latency_ms']:.0f} ms")
         parts.append(f"dropped {s['dropped_frames']}")
-        parts.append(f"model {self.model_name or 'none'} ({self.policy}, {self.device})")
+        parts.append(f"model {self.model_name or 'none'} ({self.engine_kind}, {self.policy}, {self.device})")
         if self.recorder is not None:
             parts.append(f"REC {self.recorder.events:,} events")
         if self.pipeline.paused:
