@@ -125,10 +125,13 @@ def decoder_options(func):
     return func
 
 
-def _decoder(smoothing, threshold, hold, idle_fps):
+def _decoder(smoothing, threshold, hold, idle_fps, model_name: str | None = None):
+    """The model artifact's decoder settings (or the defaults), with the command line's overrides."""
     from evapp.decoder import Decoder, DecoderSettings
+    from evapp.engine.loading import find_artifact
 
-    settings = DecoderSettings()
+    artifact = find_artifact(model_name) if model_name else None
+    settings = DecoderSettings.from_dict(artifact.decoder if artifact else None)
     for key, value in (("smoothing", smoothing), ("threshold", threshold), ("hold", hold),
                        ("idle_below_fps", idle_fps)):
         if value is not None:
@@ -136,9 +139,30 @@ def _decoder(smoothing, threshold, hold, idle_fps):
     return Decoder(settings)
 
 
+def _resolve_model_name(model_name: str | None, no_model: bool = False) -> str | None:
+    """``--model`` if given, else the best shipped artifact (None with ``--no-model`` or when none ships)."""
+    if model_name or no_model:
+        return model_name
+    from evapp.engine.loading import default_model_name
+
+    name = default_model_name()
+    if name:
+        log.info("using the default model %s (choose another with --model, or --no-model for frames only)", name)
+    return name
+
+
 def _model_frame_settings(model_name, cfg, events_per_frame, input_size):
-    """N and input size for a model: the model's unless the user chose N (warned) or a wrong size (refused)."""
-    if input_size is not None and (input_size, input_size) != tuple(cfg.input_size):
+    """N and input size for a model: a trained artifact's, refusing others; an untrained model's config N
+    unless the user chose one (warned)."""
+    from evapp.engine.artifact import check_pipeline
+    from evapp.engine.loading import find_artifact
+
+    size = (input_size, input_size) if input_size is not None else None
+    artifact = find_artifact(model_name)
+    if artifact is not None:
+        check_pipeline(artifact, events_per_frame=events_per_frame, input_size=size)
+        return artifact.preprocessing.events_per_frame, tuple(artifact.preprocessing.input_size)
+    if size is not None and size != tuple(cfg.input_size):
         raise InputError(f"{model_name} takes {cfg.input_size[0]}x{cfg.input_size[1]} input, "
                          f"not {input_size}x{input_size}.")
     if events_per_frame is None:
@@ -163,30 +187,33 @@ def _model_frame_settings(model_name, cfg, events_per_frame, input_size):
               help="Model input side in pixels (default: the model's, or 128 without a model).")
 @click.option("--region", callback=_region, metavar="x,y,w,h",
               help="Sensor region mapped onto the input (default: the centred square).")
-@click.option("--model", "model_name", metavar="NAME", help="Run this zoo model (see 'evapp models').")
+@click.option("--model", "model_name", metavar="NAME",
+              help="Model to run (see 'evapp models'; default: the best shipped one).")
+@click.option("--no-model", is_flag=True, help="Run no model: only bin frames.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
-@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
-              help="When state is reset and answers are given (see the README).")
+@click.option("--policy", metavar="window|staggered:K|persistent",
+              help="When state is reset and answers are given (default: the model's; see the README).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
 @click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
 @decoder_options
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
-def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, model_name, weights,
+def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, model_name, no_model, weights,
            policy, device, engine_kind, smoothing, threshold, hold, idle_fps, with_frames, headless) -> None:
     """Replay a recording (.aedat4, .aedat, .npy, .raw, .dat) or a tcp://HOST:PORT stream."""
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
     engine, class_names, decoder = None, None, None
+    if weights and not model_name:
+        raise InputError("--weights needs --model NAME.")
+    model_name = _resolve_model_name(model_name, no_model)
     if model_name:
         engine, cfg = _make_engine(model_name, weights, policy, device, engine_kind)
         class_names = cfg.class_names
         events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
-        decoder = _decoder(smoothing, threshold, hold, idle_fps)
-    elif weights:
-        raise InputError("--weights needs --model NAME.")
+        decoder = _decoder(smoothing, threshold, hold, idle_fps, model_name)
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
     pipeline = Pipeline(source, events_per_frame or 5000, input_size or 128, region, options, engine=engine,
@@ -206,14 +233,18 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     _print_json(pipeline.summary())
 
 
-def _make_engine(model_name: str, weights, policy: str, device: str, engine_kind: str = "torch"):
-    """``engine_kind`` ``onnx`` runs the exported step with ONNX Runtime (the artifact's model.onnx when it was
-    exported from these weights, else an in-memory export)."""
+def _make_engine(model_name: str, weights, policy: str | None, device: str, engine_kind: str = "torch"):
+    """The engine for a model; ``policy`` None means the artifact's default policy (else ``window``).
+
+    ``engine_kind`` ``onnx`` runs the exported step with ONNX Runtime (the artifact's model.onnx when it was
+    exported from these weights, else an in-memory export). The engine carries the artifact's preprocessing
+    so the pipeline makes frames the way the model was trained (N, input size, cross-sensor thinning)."""
     from evapp.engine import TorchEngine
     from evapp.engine.loading import load
 
     loaded = load(model_name, weights)
-    model = loaded.model
+    model, artifact = loaded.model, loaded.artifact
+    policy = policy or (artifact.policy if artifact else "window")
     try:
         if engine_kind == "onnx":
             from evapp.engine.onnx_engine import OnnxEngine
@@ -223,37 +254,53 @@ def _make_engine(model_name: str, weights, policy: str, device: str, engine_kind
             engine = TorchEngine(model, device=device, policy=policy)
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"{exc}.") from None
+    engine.preprocessing = artifact.preprocessing if artifact else None
     return engine, model.cfg
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(as_json: bool) -> None:
-    """List the model zoo: parameters, input size, T, events per frame, whether trained weights are present."""
+    """List the trained artifacts in models/ and the zoo's architectures: parameters, input, T, N, accuracy."""
     from evapp.bench import format_rows
-    from evapp.engine.loading import artifact_weights
+    from evapp.engine.loading import default_model_name, list_artifacts
     from evapp.nets import count_params, create_model, get_config, list_models
 
     rows = []
-    for name in list_models():
-        cfg = get_config(name)
-        weights = artifact_weights(name)
-        rows.append({"name": name, "params": count_params(create_model(name)),
+    default = default_model_name()
+    shipped = list_artifacts()
+    for artifact in shipped:
+        cfg, pre = artifact.config, artifact.preprocessing
+        acc = artifact.metrics.get("clip_accuracy")
+        rows.append({"name": artifact.name, "arch": cfg.name, "params": count_params(create_model(cfg)),
                      "input": f"2x{cfg.input_size[0]}x{cfg.input_size[1]}", "T": cfg.T,
-                     "events_per_frame": cfg.events_per_frame, "weights": str(weights) if weights else "none"})
+                     "events_per_frame": pre.events_per_frame, "policy": artifact.policy,
+                     "weights": str(artifact.weights_path) if artifact.weights_path.is_file() else "none",
+                     "accuracy": "" if acc is None else f"{100 * acc:.1f} % ({artifact.metrics.get('data_kind', '?')})",
+                     "default": artifact.name == default})
+    for name in list_models():
+        if any(r["name"] == name for r in rows):
+            continue
+        cfg = get_config(name)
+        rows.append({"name": name, "arch": name, "params": count_params(create_model(name)),
+                     "input": f"2x{cfg.input_size[0]}x{cfg.input_size[1]}", "T": cfg.T,
+                     "events_per_frame": cfg.events_per_frame, "policy": "window", "weights": "none",
+                     "accuracy": "untrained", "default": False})
     if as_json:
-        _print_json({"models": rows})
+        _print_json({"models": rows, "default": default})
         return
-    click.echo(format_rows(rows, [("name", "name", ""), ("params", "parameters", ",d"), ("input", "input", ""),
-                                  ("T", "T", "d"), ("events_per_frame", "events/frame", ",d"),
-                                  ("weights", "weights", "")]))
+    for r in rows:
+        r["name"] = r["name"] + (" (default)" if r["default"] else "")
+    click.echo(format_rows(rows, [("name", "name", ""), ("arch", "architecture", ""), ("params", "parameters", ",d"),
+                                  ("input", "input", ""), ("T", "T", "d"), ("events_per_frame", "events/frame", ",d"),
+                                  ("policy", "policy", ""), ("accuracy", "clip accuracy", "")]))
 
 
 @cli.command("eval-stream")
 @click.argument("file")
-@click.option("--model", "model_name", metavar="NAME", required=True, help="Zoo model to evaluate.")
+@click.option("--model", "model_name", metavar="NAME", help="Model to evaluate (default: the best shipped one).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
-@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent")
+@click.option("--policy", metavar="window|staggered:K|persistent", help="Default: the model's.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
 @click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
@@ -274,13 +321,18 @@ def eval_stream(file, model_name, weights, policy, device, engine_kind, events_p
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
+    model_name = _resolve_model_name(model_name)
+    if not model_name:
+        raise InputError("No trained model ships in models/; name one with --model NAME (see 'evapp models').")
     engine, cfg = _make_engine(model_name, weights, policy, device, engine_kind)
+    policy = f"{engine.policy}:{engine.K}" if engine.policy == "staggered" else engine.policy
     events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, None)
     source = open_source(file)
     if source.is_live:
         raise InputError("eval-stream needs a labelled recording, not a live stream.")
     pipeline = Pipeline(source, events_per_frame, input_size, region, ReplayOptions(speed=None), engine=engine,
-                        decoder=_decoder(smoothing, threshold, hold, idle_fps), class_names=cfg.class_names,
+                        decoder=_decoder(smoothing, threshold, hold, idle_fps, model_name),
+                        class_names=cfg.class_names,
                         with_frames=True)
     frame_t, decision_t, decision_cls, step_ms = [], [], [], []
     try:
@@ -551,13 +603,15 @@ def _overrides(items: tuple[str, ...]) -> dict:
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--max-steps-per-epoch", type=click.IntRange(min=1), help="Cap steps per epoch (smoke runs).")
 @click.option("--eval-limit", type=click.IntRange(min=1), help="Test windows evaluated per epoch (default: all).")
+@click.option("--stop-after", type=click.IntRange(min=1),
+              help="Stop after this many epochs of the --epochs schedule; continue later with --resume.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Model config override (repeatable).")
 @click.option("--artifact", "artifact_dir", metavar="DIR",
               help="At the end, evaluate the best weights and write a model artifact here (e.g. models/NAME).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(model_name, data, out, resume, epochs, batch_size, lr, weight_decay, warmup_epochs, T, events_per_frame,
           framing, objective, stream_length, windows_per_gesture, flip, augment, mixup, label_smoothing, seed,
-          device, amp, threads, max_steps_per_epoch, eval_limit, sets, artifact_dir, no_progress) -> None:
+          device, amp, threads, max_steps_per_epoch, eval_limit, stop_after, sets, artifact_dir, no_progress) -> None:
     """Train a zoo model on DVS128 Gesture or a synthetic set; frames are made by the live binner."""
     from evapp.nets import list_models
     from evapp.train import TrainSettings
@@ -572,7 +626,7 @@ def train(model_name, data, out, resume, epochs, batch_size, lr, weight_decay, w
         framing=framing, objective=objective, stream_length=stream_length, windows_per_gesture=windows_per_gesture,
         flip=flip, augment=augment, mixup=mixup, label_smoothing=label_smoothing, seed=seed, device=device,
         amp=amp, max_steps_per_epoch=max_steps_per_epoch, model_overrides=_overrides(sets), threads=threads,
-        eval_limit=eval_limit)
+        eval_limit=eval_limit, stop_after=stop_after)
     try:
         result = run_training(settings, resume=resume, progress=not no_progress)
     except (ValueError, RuntimeError) as exc:

@@ -8,7 +8,16 @@ import time
 
 import click
 
-from evapp.cli import _decoder, _make_engine, _model_frame_settings, _print_json, _region, cli, decoder_options
+from evapp.cli import (
+    _decoder,
+    _make_engine,
+    _model_frame_settings,
+    _print_json,
+    _region,
+    _resolve_model_name,
+    cli,
+    decoder_options,
+)
 from evapp.errors import InputError
 
 log = logging.getLogger("evapp")
@@ -27,7 +36,7 @@ class EngineFactory:
             return None, None, None, events_per_frame or 5000, input_size or 128
         engine, cfg = _make_engine(model_name, self.weights, policy, device, engine_kind)
         n, size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
-        return engine, _decoder(*self.decoder_args), cfg.class_names, n, size
+        return engine, _decoder(*self.decoder_args, model_name), cfg.class_names, n, size
 
 
 def run_headless(pipeline, duration_s: float | None = None) -> None:
@@ -69,16 +78,19 @@ def _sigterm_as_interrupt(signum, frame):
               help="Events per frame (default: the model's N, or 5000 without a model).")
 @click.option("--input-size", type=click.IntRange(min=1), help="Model input side in pixels (default: the model's).")
 @click.option("--region", callback=_region, metavar="x,y,w,h", help="Sensor region mapped onto the input.")
-@click.option("--model", "model_name", metavar="NAME", help="Run this zoo model (see 'evapp models').")
+@click.option("--model", "model_name", metavar="NAME",
+              help="Model to run (see 'evapp models'; default: the best shipped one).")
+@click.option("--no-model", is_flag=True, help="Run no model: only show the events.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
-@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
-              help="When state is reset and answers are given (see the README).")
+@click.option("--policy", metavar="window|staggered:K|persistent",
+              help="When state is reset and answers are given (default: the model's; see the README).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
 @decoder_options
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
-         model_name, weights, policy, device, smoothing, threshold, hold, idle_fps, with_frames, duration_s) -> None:
+         model_name, no_model, weights, policy, device, smoothing, threshold, hold, idle_fps, with_frames,
+         duration_s) -> None:
     """Recognise gestures live from a camera or a tcp://HOST:PORT stream; reconnects when it drops."""
     from evapp.pipeline import Pipeline
     from evapp.recorder import AedatRecorder, check_record_path
@@ -88,6 +100,7 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         check_record_path(record_path, force)  # before the camera is opened: fail fast, overwrite nothing
     if weights and not model_name:
         raise InputError("--weights needs --model NAME.")
+    model_name = _resolve_model_name(model_name, no_model)
     factory = EngineFactory(weights, (smoothing, threshold, hold, idle_fps))
     engine, decoder, class_names, n, size = factory(model_name, policy, device, events_per_frame, input_size)
     source = open_live(camera)

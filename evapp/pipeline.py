@@ -194,11 +194,17 @@ class Pipeline:
         class_names: tuple[str, ...] | None = None,
         with_frames: bool = True,
         keep_view_events: bool = False,
+        reference_px_per_input_px: float | None = None,
     ):
         self.source = source
         self.input_size = input_size
-        self.mapping = SensorMapping(source.geometry, input_size, region)
-        self.binner = FixedCountBinner(events_per_frame, self.mapping)
+        # The model's training sensor density (artifact preprocessing, carried by the engine): a denser sensor
+        # is thinned down to it, so frames look like the training frames (DESIGN section 2).
+        if reference_px_per_input_px is None and engine is not None:
+            preprocessing = getattr(engine, "preprocessing", None)
+            reference_px_per_input_px = preprocessing.reference_px_per_input_px if preprocessing else None
+        self.reference_px_per_input_px = reference_px_per_input_px
+        self._make_binner(events_per_frame, region)
         self.replay = replay or ReplayOptions()
         self.engine = engine
         self.decoder = decoder if decoder is not None else (Decoder() if engine is not None else None)
@@ -328,6 +334,13 @@ class Pipeline:
         """Swap the engine (model / policy / device change); applied between two frames."""
         self.frame_queue.put_marker(_Marker("engine", (engine, decoder, class_names)))
 
+    def _make_binner(self, events_per_frame: int, region: Region | None) -> None:
+        self.mapping = SensorMapping(self.source.geometry, self.input_size, region)
+        keep = 1.0
+        if self.reference_px_per_input_px is not None:
+            keep = min(1.0, self.reference_px_per_input_px / self.mapping.pixels_per_input_px)
+        self.binner = FixedCountBinner(events_per_frame, self.mapping, keep)
+
     def set_binning(self, events_per_frame: int, region: Region | None) -> None:
         """New N or region: the reader rebuilds the binner (raises InputError now if the region is bad)."""
         SensorMapping(self.source.geometry, self.input_size, region)  # validate here, in the caller's thread
@@ -398,11 +411,11 @@ class Pipeline:
             return
         n, region = change
         old = self.binner
-        self.mapping = SensorMapping(self.source.geometry, self.input_size, region)
-        self.binner = FixedCountBinner(n, self.mapping)
+        self._make_binner(n, region)
         # Keep the stream's accounting continuous across the change.
         self.binner.events_in, self.binner.frames_out = old.events_in, old.frames_out
         self.binner.events_outside = old.events_outside + old.leftover
+        self.binner.events_thinned = old.events_thinned
         self.frame_queue.clear_frames()
         self.frame_queue.put_marker(_Marker("reset"))
 
@@ -576,6 +589,7 @@ class Pipeline:
             "frames": b.frames_out,
             "leftover_events": b.leftover,
             "events_outside_region": b.events_outside,
+            "events_thinned": b.events_thinned,
             "region": str(self.mapping.region),
             "input_size": [self.mapping.height, self.mapping.width],
             "predictions": self.predictions,

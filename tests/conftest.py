@@ -32,3 +32,16 @@ def big_dvx_recording(tmp_path_factory):
     events = random_stream(1_200_000, 640, 480, seed=1, rate_per_us=0.5)
     write_aedat4(path, events, DVX)
     return path, events
+
+
+@pytest.fixture(autouse=True)
+def no_shipped_models(tmp_path_factory, monkeypatch):
+    """Tests see an empty model folder, so a shipped default artifact never changes what a test runs; the
+    tests of the shipped artifacts use the ``shipped_models`` fixture instead."""
+    monkeypatch.setenv("EVAPP_MODELS", str(tmp_path_factory.mktemp("no_models")))
+
+
+@pytest.fixture
+def shipped_models(monkeypatch):
+    """The repository's own ``models/`` folder."""
+    monkeypatch.delenv("EVAPP_MODELS", raising=False)

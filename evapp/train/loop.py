@@ -68,6 +68,7 @@ class TrainSettings:
     device: str = "auto"
     amp: bool | None = None  # default: on for CUDA
     max_steps_per_epoch: int | None = None
+    stop_after: int | None = None  # stop after this many epochs of the schedule (resume later with --resume)
     eval_batch_size: int = 32
     eval_limit: int | None = None  # windows evaluated per epoch (None: all)
     model_overrides: dict = field(default_factory=dict)
@@ -257,7 +258,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
         _write_run(out, settings, overrides, prepared, device)
     final: dict = {}
     started = time.perf_counter()
-    for epoch in range(start_epoch, settings.epochs):
+    last_epoch = settings.epochs if settings.stop_after is None else min(settings.epochs, settings.stop_after)
+    for epoch in range(start_epoch, last_epoch):
         windows = _epoch_windows(settings, prepared, T, epoch)
         mine = windows[rank::world][: steps_per_epoch * settings.batch_size]
         net.train()

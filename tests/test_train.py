@@ -1,0 +1,217 @@
+"""Training, clip evaluation and model artifacts, on a small synthetic set in DVS128 Gesture's layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from evapp.cli import main
+from evapp.engine.artifact import read_artifact
+from evapp.errors import InputError
+from evapp.events import GESTURE_CLASSES
+from evapp.simulate.sequence import simulate_sequence
+from evapp.simulate.writers import write_dataset, write_recording
+from evapp.train import Framing, TrainSettings, find_trials, frame_trial, train
+from evapp.train.augment import MIRROR_CLASS, RandomFlip, SNNAugmentWide
+from evapp.train.data import evaluation_windows, stream_windows, training_windows
+
+# A tiny SAFormer on 32x32 input (64x64 sensor, 2x2 sensor pixels per input pixel) trains in seconds.
+TINY = ["--set", "embed_dims=[32]", "--set", "num_heads=[2]", "--set", "input_size=[32,32]"]
+TINY_OVERRIDES = {"embed_dims": [32], "num_heads": [2], "input_size": [32, 32]}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synth")
+    write_dataset(folder, n_users=3, lightings=("fluorescent",), seed=5, resolution=(64, 64), train_users=2,
+                  gesture_s=1.2, pause_s=0.4)
+    return folder
+
+
+def settings(dataset, out, **kw) -> TrainSettings:
+    base = dict(model="saformer-2-256", data=str(dataset), out=str(out), epochs=2, batch_size=4, lr=2e-3, T=3,
+                events_per_frame=150, windows_per_gesture=1, mixup=False, augment=True, seed=3,
+                device="cpu", max_steps_per_epoch=3, model_overrides=dict(TINY_OVERRIDES), threads=1,
+                eval_limit=16)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def test_trials_are_framed_by_the_live_binner_and_labelled(dataset):
+    trials = find_trials(dataset, "train")
+    assert [t.path.name for t in trials] == ["user01_fluorescent.aedat", "user02_fluorescent.aedat"]
+    framing = Framing((32, 32), 150, 3)
+    ft = frame_trial(trials[0], framing)
+    frames = ft.dense(0, len(ft))
+    assert frames.shape == (len(ft), 2, 32, 32)
+    assert np.all(frames.reshape(len(ft), -1).sum(1) == 150)  # every frame holds exactly N events
+    assert np.all(np.diff(ft.t_end_us) >= 0)
+    segments = ft.segments()
+    assert sorted(c for _, _, c in segments) == list(range(len(GESTURE_CLASSES)))  # one of each class
+    for a, b, cls in segments:  # a segment's frames end inside that gesture's labelled interval
+        lab = next(lab for lab in ft.labels if lab.class_id == cls)
+        assert lab.start_us <= ft.t_end_us[a] and ft.t_end_us[b - 1] < lab.end_us
+    windows = evaluation_windows([ft], 3)
+    assert windows and all(ft.frame_labels[w.start : w.start + 3].tolist() == [w.label] * 3 for w in windows)
+    rng = np.random.default_rng(0)
+    assert all(ft.frame_labels[w.start + 2] == w.label for w in training_windows([ft], 3, 2, rng))
+    crops = stream_windows([ft], 20, 5, rng)
+    assert len(crops) == 5 and all(w.start + 20 <= len(ft) for w in crops)
+
+
+def test_clip_framing_splits_each_gesture_into_T_equal_frames(dataset):
+    ft = frame_trial(find_trials(dataset, "test")[0], Framing((32, 32), 0, 4, mode="clip"))
+    assert len(ft) == 4 * len(GESTURE_CLASSES)
+    counts = ft.dense(0, len(ft)).reshape(len(GESTURE_CLASSES), 4, -1).sum(-1)
+    assert np.all(counts[:, :3] == counts[:, :1])  # equal counts; the last frame takes the remainder
+    assert np.all(counts[:, 3] >= counts[:, 0]) and np.all(counts[:, 3] < 2 * counts[:, 0])
+
+
+def test_missing_dataset_says_where_to_get_it(tmp_path):
+    with pytest.raises(InputError, match="DvsGesture.tar.gz"):
+        find_trials(tmp_path / "nowhere", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="evapp simulate --dataset"):
+        find_trials(tmp_path / "empty", "train")
+    assert main(["train", "saformer-2-256", "--data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_tonic_layout_is_read_with_the_file_name_as_label(tmp_path):
+    events, _, _ = simulate_sequence([4], 3, (128, 128), pause_s=0.0, gesture_s=0.6)
+    folder = tmp_path / "DVSGesture" / "ibmGestureTest" / "user24_led"
+    folder.mkdir(parents=True)
+    arr = np.stack([events["x"], events["y"], events["polarity"], events["timestamp"] / 1000.0], 1)
+    np.save(folder / "4.npy", arr)  # tonic's layout: x, y, p, t in ms; the file name is the class
+    trials = find_trials(tmp_path, "test")
+    assert [t.path.name for t in trials] == ["4.npy"]
+    ft = frame_trial(trials[0], Framing((128, 128), 500, 4))
+    assert len(ft) == len(events) // 500 and set(ft.frame_labels.tolist()) == {4}
+
+
+def test_mirror_flip_swaps_hands_and_rotation_sense():
+    names = GESTURE_CLASSES
+    assert names[MIRROR_CLASS[names.index("right_hand_wave")]] == "left_hand_wave"
+    assert names[MIRROR_CLASS[names.index("right_arm_clockwise")]] == "left_arm_counter_clockwise"
+    assert names[MIRROR_CLASS[names.index("hand_clapping")]] == "hand_clapping"
+    assert [MIRROR_CLASS[c] for c in MIRROR_CLASS] == list(range(len(names)))  # an involution
+    x = torch.rand(6, 3, 2, 8, 8)
+    y = torch.arange(6)
+    fx, fy = RandomFlip("mirror", p=1.0)(x, y, torch.Generator().manual_seed(0))
+    assert torch.equal(fx, x.flip(-1)) and fy.tolist() == [MIRROR_CLASS[c] for c in range(6)]
+    px, py = RandomFlip("paper", p=1.0)(x, y, torch.Generator().manual_seed(0))
+    assert torch.equal(px, x.flip(-1)) and torch.equal(py, y)
+
+
+def test_augmentation_is_one_transform_for_all_frames_and_reproducible():
+    x = torch.zeros(16, 4, 2, 32, 32)
+    x[:, :, :, 12:20, 10:14] = 1.0
+    aug = SNNAugmentWide()
+    a = aug(x, torch.Generator().manual_seed(7))
+    b = aug(x, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    assert torch.equal(a, a[:, :1].expand_as(a))  # identical frames in, identical frames out
+    assert not torch.equal(a, x)  # some clip of 16 was transformed
+
+
+def test_training_lowers_the_loss_and_writes_a_run(dataset, tmp_path):
+    # 22 training gestures, four windows of each per epoch, four epochs: 44 steps of 8 clips.
+    s = settings(dataset, tmp_path / "run", epochs=4, max_steps_per_epoch=None, windows_per_gesture=4,
+                 batch_size=8, augment=False, lr=3e-3, label_smoothing=0.0, warmup_epochs=0.25)
+    result = train(s, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.2, history
+    assert history[-1]["train_accuracy"] > history[0]["train_accuracy"]
+    assert 0.0 <= result["best_test_clip_accuracy"] <= 1.0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    # AEDAT 3.1 is the DVS128's format: the 64x64 rendering sits in a 128x128 sensor, 16 pixels per input pixel.
+    assert run["px_per_input_px"] == 16.0 and run["settings"]["seed"] == 3
+    assert set(load_file(str(tmp_path / "run" / "best.safetensors"))) == set(torch.load(
+        tmp_path / "run" / "last.pt", weights_only=True)["model"])
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one(dataset, tmp_path):
+    train(settings(dataset, tmp_path / "straight", epochs=3), progress=False)
+    train(settings(dataset, tmp_path / "halves", epochs=3, stop_after=1), progress=False)
+    assert torch.load(tmp_path / "halves" / "last.pt", weights_only=True)["epoch"] == 0  # stopped after epoch 1
+    train(settings(dataset, tmp_path / "halves", epochs=3), resume=True, progress=False)
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "halves" / "last.pt", weights_only=True)
+    assert resumed["epoch"] == straight["epoch"] == 2 and resumed["step"] == straight["step"]
+    assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
+    lines = (tmp_path / "halves" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_two_processes_under_torchrun_train_one_model(dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "evapp", "train", "saformer-2-256", "--data", str(dataset), "--out", str(tmp_path / "ddp"),
+           "--epochs", "1", "--batch-size", "2", "--T", "3", "-N", "150", "--max-steps-per-epoch", "2",
+           "--windows-per-gesture", "1", "--no-mixup", "--device", "cpu", "--threads", "1", "--no-progress",
+           "--eval-limit", "8", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+    history = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and history[0]["step"] == 2  # rank 0 alone logs and checkpoints
+
+
+@pytest.fixture(scope="module")
+def packaged(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pack")
+    train(settings(dataset, out / "run", epochs=1), progress=False)
+    assert main(["package", str(out / "run"), str(out / "models" / "tiny-saformer"), "--policy", "staggered:3"]) == 0
+    return out
+
+
+def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
+    artifact = read_artifact(packaged / "models" / "tiny-saformer")
+    pre = artifact.preprocessing
+    assert (pre.input_size, pre.events_per_frame, pre.T, pre.reference_px_per_input_px) == ((32, 32), 150, 3, 16.0)
+    assert artifact.policy == "staggered:3" and artifact.config.embed_dims == (32,)
+    assert 0.0 <= artifact.metrics["clip_accuracy"] <= 1.0 and artifact.metrics["data_kind"] == "synthetic"
+    card = (packaged / "models" / "tiny-saformer" / "README.md").read_text()
+    assert "synthetic" in card and "not DVS128 Gesture" in card and "evapp" in card
+
+
+def test_artifact_drives_replay_with_its_frames_and_refuses_other_N(packaged, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("EVAPP_MODELS", str(packaged / "models"))
+    events, labels, geometry = simulate_sequence([1], 9, (256, 256), pause_s=0.2, gesture_s=0.8)
+    path, _ = write_recording(tmp_path / "wave.aedat4", events, labels, geometry)
+    capfd.readouterr()
+    assert main(["replay", str(path), "--headless", "--max-speed"]) == 0  # the default model: the only artifact
+    out, _ = capfd.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    summary = records[-1]
+    assert summary["input_size"] == [32, 32]
+    # A 256x256 sensor onto 32x32 is 64 pixels per input pixel against the training sensor's 16: keep 1 in 4.
+    assert summary["events_thinned"] > 0
+    kept = summary["frames"] * 150 + summary["leftover_events"]
+    assert abs(kept - events.shape[0] / 4) <= 1
+    assert kept + summary["events_thinned"] + summary["events_outside_region"] == summary["events_total"]
+    predictions = [r for r in records if r["type"] == "prediction"]
+    assert len(predictions) == (summary["frames"] - 3) // 1 + 1  # staggered:3 with T=3: an answer per frame
+    assert main(["replay", str(path), "--headless", "--max-speed", "-N", "500"]) == 2
+    assert "trained on frames of 150 events" in capfd.readouterr().err
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capfd.readouterr().out)["models"]
+    assert any(m["name"] == "tiny-saformer" and m["weights"] != "none" for m in listed)
+
+
+def test_eval_reports_clip_accuracy_and_a_confusion_png(packaged, dataset, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("EVAPP_MODELS", str(packaged / "models"))
+    png = tmp_path / "confusion.png"
+    assert main(["eval", "tiny-saformer", "--data", str(dataset), "--json", "--confusion", str(png)]) == 0
+    report = json.loads(capfd.readouterr().out)
+    artifact = read_artifact(packaged / "models" / "tiny-saformer")
+    assert report["clips"] == artifact.metrics["clips"]
+    assert report["clip_accuracy"] == pytest.approx(artifact.metrics["clip_accuracy"], abs=1e-4)
+    assert np.asarray(report["confusion"]).sum() == report["clips"] and png.stat().st_size > 1000
