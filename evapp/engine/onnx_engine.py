@@ -242,7 +242,9 @@ class OnnxEngine(StreamingEngine):
         folder = loaded.artifact.folder if loaded.artifact is not None else models_dir() / loaded.cfg.name
         if cls.artifact(folder):
             meta = read_meta(folder)
-            same = meta.get("config") == loaded.cfg.to_dict() and (meta.get("weights") or {}).get(
+            from ..nets import ModelConfig
+
+            same = ModelConfig.from_dict(meta["config"]) == loaded.cfg and (meta.get("weights") or {}).get(
                 "sha256") == weights_digest(loaded.weights)
             if same:
                 return cls(folder / meta.get("file", ONNX_FILE), meta, **kw)
