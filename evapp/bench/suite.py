@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,9 +69,24 @@ def bench_steps(
     iters: int = 30,
     ort_threads: int | None = None,
 ) -> list[dict]:
-    """ms per step (median, p99 after ``warmup``) of each model x device x engine at batch 1."""
+    """ms per step (median, p99 after ``warmup``) of each model x device x engine at batch 1.
+
+    On the CPU torch and ONNX Runtime get the same number of threads: ``ort_threads`` if given, else all cores
+    but one (the ORT engine's default, which leaves a core to the pipeline's reader thread, as the pipeline
+    does for torch). Two spinning torch threads on a busy 2-core machine were measured several times slower
+    than one, so an unequal count would measure the machine's load, not the engines."""
     from .model import synthetic_frames
 
+    threads = ort_threads or max(1, (os.cpu_count() or 2) - 1)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _bench_steps(names, devs, engines, warmup, iters, threads, synthetic_frames)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _bench_steps(names, devs, engines, warmup, iters, ort_threads, synthetic_frames) -> list[dict]:
     rows = []
     for name in names:
         model = _calibrated(name)
@@ -96,6 +112,8 @@ def bench_steps(
                     row.update(median=float(np.median(times)), p99=float(np.percentile(times, 99)))
                     if kind == "onnx":
                         row["note"] = ",".join(p.replace("ExecutionProvider", "") for p in eng.providers)
+                    if dev == "cpu":
+                        row["note"] = ", ".join(x for x in (row["note"], f"{ort_threads} thread(s)") if x)
                     elif kind == "torch compiled" and not row["note"]:
                         row["note"] = f"compile {setup:.0f} s"
                 except Exception as exc:  # noqa: BLE001 - a failing engine is a row, not the end of the table
