@@ -27,6 +27,12 @@ N = 4000
 T0 = 1_700_000_000_000_000
 
 
+@pytest.fixture(autouse=True)
+def untrained_zoo(tmp_path, monkeypatch):
+    """No model artifacts: these tests run untrained zoo models with the N they choose, whatever models/ holds."""
+    monkeypatch.setenv("EVAPP_MODELS", str(tmp_path / "no-models"))
+
+
 @pytest.fixture(scope="module")
 def labelled_recording(tmp_path_factory):
     """12 s of 320x240 (DVXplorer Lite) events at 40 kev/s (about 8 frames/s at N=4000), two labelled gestures."""

@@ -25,7 +25,12 @@ from tests.test_sources import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000_000_000
-ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(autouse=True)
+def untrained_zoo(tmp_path, monkeypatch):
+    """No model artifacts: these tests run untrained zoo models with the N they choose, whatever models/ holds."""
+    monkeypatch.setenv("EVAPP_MODELS", str(tmp_path / "no-models"))
 
 
 def start_server(port, n_events, seed, rate=0.0, t0=T0, batch=5000, linger=60.0):
@@ -38,8 +43,11 @@ def start_server(port, n_events, seed, rate=0.0, t0=T0, batch=5000, linger=60.0)
 
 def start_live(*args, stderr_path):
     err = open(stderr_path, "w")  # noqa: SIM115 - closed by the caller through the process
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"}
+    if "--model" not in args:
+        args = (*args, "--no-model")
     return subprocess.Popen([sys.executable, "-m", "evapp", "-v", "live", *args], stdout=subprocess.PIPE,
-                            stderr=err, text=True, env=ENV, cwd=ROOT)
+                            stderr=err, text=True, env=env, cwd=ROOT)
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):

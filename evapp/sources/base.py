@@ -114,6 +114,22 @@ class LiveSource(EventSource):
     def stop(self) -> None:
         self._stop_requested = True
 
+    def _drain_to_hooks(self, next_store) -> None:
+        """At close: hand the stores the driver already holds to the hooks, so a recording keeps every event
+        that reached this process, even those the pipeline never read (e.g. Ctrl-C right after a burst)."""
+        if not self.store_hooks:
+            return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                store = next_store()
+            except RuntimeError:
+                return
+            if store is None or not len(store):
+                return
+            for hook in self.store_hooks:
+                hook(store)
+
 
 def start_at(batches: Iterator[np.ndarray], start_us: int) -> Iterator[np.ndarray]:
     """Drop everything before ``start_us`` on the rebased clock (replay ``--start``)."""

@@ -89,4 +89,6 @@ class CameraSource(LiveSource):
         return self.geometry.name
 
     def close(self) -> None:
+        if self._camera is not None:
+            self._drain_to_hooks(self._camera.getNextEventBatch)
         self._camera = None

@@ -57,6 +57,7 @@ class ReconnectingSource(LiveSource):
         self._opener = opener
         self._inner: LiveSource | None = opener(spec)  # the first open fails loudly (absent camera, no server)
         super().__init__(self._inner.geometry)
+        self._attach(self._inner)  # the hooks list is shared: a recorder added later sees even undrained data
         self.format_name = self._inner.format_name
         self.status = ""  # what the window's status line shows ("" while streaming normally)
         self.reconnects = 0

@@ -72,4 +72,6 @@ class NetworkSource(LiveSource):
         return self.spec
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._drain_to_hooks(self._reader.getNextEventBatch)
         self._reader = None
