@@ -22,7 +22,7 @@ from evapp.train import Framing, TrainSettings, find_trials, frame_trial, train
 from evapp.train.augment import MIRROR_CLASS, RandomFlip, SNNAugmentWide
 from evapp.train.data import evaluation_windows, stream_windows, training_windows
 
-# A tiny SAFormer on 32x32 input (64x64 sensor, 2x2 sensor pixels per input pixel) trains in seconds.
+# A tiny SAFormer on 32x32 input (a DVS128 sensor, 4x4 sensor pixels per input pixel) trains in seconds.
 TINY = ["--set", "embed_dims=[32]", "--set", "num_heads=[2]", "--set", "input_size=[32,32]"]
 TINY_OVERRIDES = {"embed_dims": [32], "num_heads": [2], "input_size": [32, 32]}
 
@@ -30,7 +30,7 @@ TINY_OVERRIDES = {"embed_dims": [32], "num_heads": [2], "input_size": [32, 32]}
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synth")
-    write_dataset(folder, n_users=3, lightings=("fluorescent",), seed=5, resolution=(64, 64), train_users=2,
+    write_dataset(folder, n_users=3, lightings=("fluorescent",), seed=5, resolution=(128, 128), train_users=2,
                   gesture_s=1.2, pause_s=0.4)
     return folder
 
@@ -131,7 +131,7 @@ def test_training_lowers_the_loss_and_writes_a_run(dataset, tmp_path):
     assert history[-1]["train_accuracy"] > history[0]["train_accuracy"]
     assert 0.0 <= result["best_test_clip_accuracy"] <= 1.0
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    # AEDAT 3.1 is the DVS128's format: the 64x64 rendering sits in a 128x128 sensor, 16 pixels per input pixel.
+    # A DVS128 onto the 32x32 input: 16 sensor pixels per input pixel.
     assert run["px_per_input_px"] == 16.0 and run["settings"]["seed"] == 3
     assert set(load_file(str(tmp_path / "run" / "best.safetensors"))) == set(torch.load(
         tmp_path / "run" / "last.pt", weights_only=True)["model"])

@@ -78,7 +78,8 @@ def write_dataset(
 ) -> DatasetInfo:
     """Write a folder laid out like DVS128 Gesture's ``DvsGesture/``.
 
-    For each user ``NN`` (1-based) and lighting: ``userNN_<lighting>.aedat`` (AEDAT 3.1) and
+    For each user ``NN`` (1-based) and lighting: ``userNN_<lighting>.aedat`` (AEDAT 3.1; ``.aedat4`` for a
+    resolution other than the DVS128's 128x128, which AEDAT 3.1 cannot describe) and
     ``userNN_<lighting>_labels.csv`` (classes 1..11, absolute µs), the trial performing all 11 classes
     once in a random order with pauses (the original has about 6 s per gesture; ``gesture_s`` defaults
     shorter to keep the files small). Users ``1..train_users`` are listed in ``trials_to_train.txt``, the
@@ -125,9 +126,13 @@ def write_dataset(
                 order, trial_seed, resolution, pause_s=pause_s, gesture_s=gesture_s, fps=fps,
                 lighting=lighting, subject_seed=subject_seed, params=trial_params,
             )
-            name = f"user{user:02d}_{lighting}.aedat"
-            write_aedat3(folder / name, _shifted(events, t0))
-            write_labels_csv(labels_path_for(folder / name), labels, t0_us=t0)
+            if tuple(resolution) == (128, 128):  # DVS128 Gesture's own format
+                name = f"user{user:02d}_{lighting}.aedat"
+                write_aedat3(folder / name, _shifted(events, t0))
+                write_labels_csv(labels_path_for(folder / name), labels, t0_us=t0)
+            else:  # AEDAT 3.1 holds only a DVS128; other sensors get the format their cameras write
+                name = f"user{user:02d}_{lighting}.aedat4"
+                write_recording(folder / name, events, labels, _geometry, t0_us=t0)
             (info.train if in_train else info.test).append(name)
             info.events += int(events.shape[0])
             info.duration_s += float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0

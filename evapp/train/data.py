@@ -6,7 +6,7 @@ Train/infer parity (DESIGN section 1): in the default ``count`` framing every fr
 the papers' split of each labelled gesture into T frames of equal event count (SpikingJelly
 ``split_by='number'``, architectures.md section 0.2).
 
-Frames are kept sparse (flat index + uint8 count of each non-zero pixel): a 500-event frame costs ~1.5 kB
+Frames are kept sparse (flat index + uint16 count of each non-zero pixel): a 500-event frame costs ~2.5 kB
 instead of 128 kB dense, so a whole synthetic set stays in memory.
 """
 
@@ -95,7 +95,7 @@ class FramedTrial:
         rows, cols = np.nonzero(flat)
         self._ptr = np.searchsorted(rows, np.arange(flat.shape[0] + 1)).astype(np.int64)
         self._index = cols.astype(np.int32)
-        self._count = np.minimum(flat[rows, cols], 255).astype(np.uint8)
+        self._count = np.minimum(flat[rows, cols], 65535).astype(np.uint16)
 
     def __len__(self) -> int:
         return self.t_end_us.shape[0]
@@ -134,12 +134,6 @@ def frame_trial(trial: Trial, framing: Framing, region=None) -> FramedTrial:
     source = open_source(trial.path)
     try:
         mapping = SensorMapping(source.geometry, framing.input_size, region)
-        labels = list(source.labels)
-        if not labels:
-            raise InputError(f"{trial.path} has no gesture labels (a DVS128 Gesture trial needs its _labels.csv).")
-        bad = [lab.class_id for lab in labels if not 0 <= lab.class_id < len(GESTURE_CLASSES)]
-        if bad:
-            raise InputError(f"{trial.path} labels class {bad[0] + 1}, outside DVS128 Gesture's classes 1..11.")
         if framing.mode == "count":
             binner = FixedCountBinner(framing.events_per_frame, mapping, framing.keep_fraction(mapping))
             counts, ends = [], []
@@ -150,17 +144,28 @@ def frame_trial(trial: Trial, framing: Framing, region=None) -> FramedTrial:
                     ends.append(done.t_end_us)
             dense = np.concatenate(counts) if counts else np.zeros((0, *mapping.frame_shape), np.float32)
             t_end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
+            labels = _checked_labels(trial, source.labels)  # a file source knows its labels once it has been read
             frame_labels = label_frames(t_end, labels)
         else:
-            dense, t_end, frame_labels = _clip_frames(source, mapping, labels, framing)
+            events = np.concatenate(list(source.batches()))
+            labels = _checked_labels(trial, source.labels)
+            dense, t_end, frame_labels = _clip_frames(events, mapping, labels, framing)
     finally:
         source.close()
     return FramedTrial(trial.path.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
 
 
-def _clip_frames(source, mapping: SensorMapping, labels: list[LabelInterval], framing: Framing):
+def _checked_labels(trial: Trial, labels: list[LabelInterval]) -> list[LabelInterval]:
+    if not labels:
+        raise InputError(f"{trial.path} has no gesture labels (a DVS128 Gesture trial needs its _labels.csv).")
+    bad = [lab.class_id for lab in labels if not 0 <= lab.class_id < len(GESTURE_CLASSES)]
+    if bad:
+        raise InputError(f"{trial.path} labels class {bad[0] + 1}, outside DVS128 Gesture's classes 1..11.")
+    return list(labels)
+
+
+def _clip_frames(events: np.ndarray, mapping: SensorMapping, labels: list[LabelInterval], framing: Framing):
     """Each labelled gesture -> T frames of equal event count (the last frame takes the remainder)."""
-    events = np.concatenate(list(source.batches()))
     t = events["timestamp"]
     frames, ends, frame_labels = [], [], []
     for lab in labels:
