@@ -112,10 +112,10 @@ def _bench_steps(names, devs, engines, warmup, iters, ort_threads, synthetic_fra
                     row.update(median=float(np.median(times)), p99=float(np.percentile(times, 99)))
                     if kind == "onnx":
                         row["note"] = ",".join(p.replace("ExecutionProvider", "") for p in eng.providers)
-                    if dev == "cpu":
-                        row["note"] = ", ".join(x for x in (row["note"], f"{ort_threads} thread(s)") if x)
                     elif kind == "torch compiled" and not row["note"]:
                         row["note"] = f"compile {setup:.0f} s"
+                    if dev == "cpu":
+                        row["note"] = ", ".join(x for x in (row["note"], f"{ort_threads} thread(s)") if x)
                 except Exception as exc:  # noqa: BLE001 - a failing engine is a row, not the end of the table
                     row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
                     log.debug("bench %s %s %s", name, dev, kind, exc_info=True)

@@ -129,6 +129,7 @@ class OnnxEngine(StreamingEngine):
         self.cfg = ModelConfig.from_dict(meta["config"])
         super().__init__(self.cfg.T, policy, tuple(meta["inputs"][0]["shape"][1:]))
         self.record_spikes = record_spikes
+        device = str(device)
         providers = choose_providers(device)
         if device == "auto" and not _gpu_present():
             providers = ["CPUExecutionProvider"]
@@ -156,8 +157,11 @@ class OnnxEngine(StreamingEngine):
         self.device = torch.device("cuda" if on_gpu else "cpu")  # same type as TorchEngine.device
         dev = self.device.type
         log.info("onnx engine: %s on providers %s", self.cfg.name, ", ".join(self.providers))
+        # the reset graph is a few elementwise ops: CUDA (or CPU) runs it; a TensorRT engine for it is not worth
+        # building
+        reset_providers = [p for p in providers if not (isinstance(p, tuple) and p[0].startswith("Tensorrt"))]
         self._reset_session = ort.InferenceSession(_reset_graph(meta, int(meta["opset"])), so,
-                                                   providers=providers)
+                                                   providers=reset_providers)
 
         K = self.K
         states = [i for i in meta["inputs"] if "state" in i]
