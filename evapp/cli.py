@@ -557,6 +557,15 @@ def bench_model_cmd(names, device, batches, iters, warmup, per_layer, as_json) -
         click.echo(format_model_bench(rows, per_layer=per_layer))
 
 
+def _parse_policy_or_fail(policy: str) -> None:
+    from evapp.engine.base import parse_policy
+
+    try:
+        parse_policy(policy)
+    except ValueError as exc:
+        raise InputError(f"{exc}.") from None
+
+
 def _overrides(items: tuple[str, ...]) -> dict:
     """``--set key=value``: model config overrides, values parsed as JSON (``embed_dims=[32]``)."""
     out = {}
@@ -642,8 +651,10 @@ def train(model_name, data, out, resume, epochs, batch_size, lr, weight_decay, w
 @click.argument("artifact_dir", metavar="DIR")
 @click.option("--data", metavar="DIR", help="Dataset to evaluate on (default: the run's).")
 @click.option("--policy", default="window", show_default=True, help="Policy recorded as the artifact's default.")
+@click.option("--also", multiple=True, metavar="DIR",
+              help="Another dataset to report in the card (e.g. the test split rendered at 640x480); repeatable.")
 @click.option("--force", is_flag=True, help="Replace an existing artifact in DIR.")
-def package(run_dir, artifact_dir, data, policy, force) -> None:
+def package(run_dir, artifact_dir, data, policy, also, force) -> None:
     """Evaluate a training run's best weights and write them as a model artifact (config, weights, card)."""
     from pathlib import Path
 
@@ -651,7 +662,8 @@ def package(run_dir, artifact_dir, data, policy, force) -> None:
 
     if (Path(artifact_dir) / "config.json").exists() and not force:
         raise InputError(f"{artifact_dir} already holds a model artifact; pass --force to replace it.")
-    _print_json({"type": "artifact", **package_run(run_dir, artifact_dir, data=data, policy=policy)})
+    _parse_policy_or_fail(policy)
+    _print_json({"type": "artifact", **package_run(run_dir, artifact_dir, data=data, policy=policy, also=list(also))})
 
 
 @cli.command("eval")

@@ -215,3 +215,15 @@ def test_eval_reports_clip_accuracy_and_a_confusion_png(packaged, dataset, tmp_p
     assert report["clips"] == artifact.metrics["clips"]
     assert report["clip_accuracy"] == pytest.approx(artifact.metrics["clip_accuracy"], abs=1e-4)
     assert np.asarray(report["confusion"]).sum() == report["clips"] and png.stat().st_size > 1000
+
+
+def test_idle_threshold_separates_pauses_from_gestures():
+    from evapp.train.data import FramedTrial
+    from evapp.train.package import idle_rate_threshold
+
+    # 3 s of pause at 2 frames/s, then 3 s of gesture at 40 frames/s, then a pause again.
+    t = np.concatenate([np.arange(0, 3e6, 5e5), np.arange(3e6, 6e6, 2.5e4), np.arange(6e6, 9e6, 5e5)]).astype(np.int64)
+    labels = np.where((t >= 3e6) & (t < 6e6), 4, -1)
+    ft = FramedTrial("x", None, [], (2, 4, 4), np.ones((t.shape[0], 2, 4, 4), np.float32), t, labels)
+    threshold = idle_rate_threshold([ft])
+    assert 3 <= threshold <= 40

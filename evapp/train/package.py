@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from evapp.engine.artifact import Preprocessing, write_artifact
@@ -30,6 +31,30 @@ def evaluate_weights(model, data: str | Path, framing: Framing, split: str = "te
     result = evaluate_clips(model, trials, framing.T, torch.device("cpu"))
     result["trials"] = len(trials)
     return result
+
+
+def idle_rate_threshold(trials, window_us: int = 1_000_000) -> float:
+    """The frames-per-second threshold that best separates pauses from gestures in labelled training trials.
+
+    The decoder calls the scene idle below it (fixed-count frames come slowly when little moves). The rate at
+    each frame is counted as the pipeline counts it: frames completed in the last second of stream time. The
+    threshold maximises balanced accuracy (gesture frames above, pause frames below)."""
+    rates, moving = [], []
+    for ft in trials:
+        t = ft.t_end_us
+        rates.append(np.arange(t.shape[0]) - np.searchsorted(t, t - window_us, side="right") + 1)
+        moving.append(ft.frame_labels >= 0)
+    if not rates:
+        return 0.0
+    rate, move = np.concatenate(rates).astype(float), np.concatenate(moving)
+    if move.all() or not move.any():
+        return 0.0
+    best, best_score = 0.0, 0.0
+    for threshold in np.unique(rate):
+        score = 0.5 * ((rate[move] >= threshold).mean() + (rate[~move] < threshold).mean())
+        if score > best_score:
+            best, best_score = float(threshold), score
+    return best
 
 
 def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path | None = None,
@@ -57,6 +82,9 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
     cfg = model.cfg
     framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, settings["framing"])
     main = evaluate_weights(model, data, framing)
+    decoder = dict(decoder or {})
+    if "idle_below_fps" not in decoder:  # calibrated on the training split, never on the evaluation data
+        decoder["idle_below_fps"] = idle_rate_threshold(load_split(data, "train", framing))
     reference = run.get("px_per_input_px", 1.0)
     extra = {}
     for other in also or []:
@@ -73,10 +101,10 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
                 "train_seconds": history[-1]["elapsed_s"] if history else None, "epochs_run": len(history),
                 "settings": settings}
     card = model_card(cfg, metrics, training, main, extra, history, policy)
-    write_artifact(artifact_dir, model, pre, policy=policy, decoder=decoder or {}, metrics=metrics,
+    write_artifact(artifact_dir, model, pre, policy=policy, decoder=decoder, metrics=metrics,
                    training=training, card=card)
     return {"artifact": str(artifact_dir), "clip_accuracy": metrics["clip_accuracy"], "clips": main["clips"],
-            "also": metrics["also"]}
+            "also": metrics["also"], "decoder": decoder}
 
 
 def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, history: list, policy: str) -> str:
@@ -86,7 +114,8 @@ def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, hist
         "",
         f"Architecture `{cfg.arch}` (see `evapp/nets/{cfg.arch}.py`), T = {cfg.T}, input 2x{cfg.input_size[0]}x"
         f"{cfg.input_size[1]}, N = {cfg.events_per_frame} events per frame (fixed-count frames made by the live "
-        f"binner), {cfg.num_classes} classes. Default policy: `{policy}`.",
+        f"binner), {cfg.num_classes} classes. Default policy: `{policy}`. A sensor with more pixels per input "
+        "pixel than the training sensor is thinned to the training density while binning.",
         "",
         f"**Trained on {kind} data** (`{training['data']}`)"
         + (": synthetic gesture streams from `evapp simulate`, not DVS128 Gesture. These numbers say nothing "
