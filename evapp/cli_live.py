@@ -85,11 +85,13 @@ def _sigterm_as_interrupt(signum, frame):
 @click.option("--policy", metavar="window|staggered:K|persistent",
               help="When state is reset and answers are given (default: the model's; see the README).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
+@click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
 @decoder_options
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
-         model_name, no_model, weights, policy, device, smoothing, threshold, hold, idle_fps, with_frames,
+         model_name, no_model, weights, policy, device, engine_kind, smoothing, threshold, hold, idle_fps, with_frames,
          duration_s) -> None:
     """Recognise gestures live from a camera or a tcp://HOST:PORT stream; reconnects when it drops."""
     from evapp.pipeline import Pipeline
@@ -102,7 +104,8 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         raise InputError("--weights needs --model NAME.")
     model_name = _resolve_model_name(model_name, no_model)
     factory = EngineFactory(weights, (smoothing, threshold, hold, idle_fps))
-    engine, decoder, class_names, n, size = factory(model_name, policy, device, events_per_frame, input_size)
+    engine, decoder, class_names, n, size = factory(model_name, policy, device, events_per_frame, input_size,
+                                                    engine_kind=engine_kind)
     source = open_live(camera)
     if noise_filter:
         source.store_filter = background_activity_filter(source.geometry, noise_filter_us)
