@@ -331,7 +331,12 @@ class Pipeline:
         self.frame_queue.put_marker(_Marker("reset"))
 
     def set_engine(self, engine, decoder: Decoder | None, class_names) -> None:
-        """Swap the engine (model / policy / device change); applied between two frames."""
+        """Swap the engine (model / policy / device change); applied between two frames.
+
+        The new model's training density takes effect with the next ``set_binning`` (the window calls it).
+        """
+        preprocessing = getattr(engine, "preprocessing", None)
+        self.reference_px_per_input_px = preprocessing.reference_px_per_input_px if preprocessing else None
         self.frame_queue.put_marker(_Marker("engine", (engine, decoder, class_names)))
 
     def _make_binner(self, events_per_frame: int, region: Region | None) -> None:
