@@ -166,3 +166,16 @@ def test_input_shape_checked():
     model = create_model("spikingresformer-dvsg", T=2)
     with pytest.raises(ValueError, match=r"\[B, 2, 64, 64\]"):
         model.step(torch.zeros(1, 2, 128, 128))
+
+
+@pytest.mark.parametrize("name", ["sglformer-3-256", "saformer-2-256"])
+def test_sliding_logits_match_the_streaming_answers_within_the_first_window(name):
+    torch.manual_seed(0)
+    model = create_model(name, T=3, embed_dims=(32,), num_heads=(2,), input_size=(32, 32)).eval()
+    x = (torch.rand(3, 2, 2, 32, 32) < 0.1).float()
+    with torch.no_grad():
+        model.reset()
+        sliding = model.sliding_logits(x)
+        model.reset()
+        stepped = torch.stack([model.step(frame) for frame in x])
+    assert torch.allclose(sliding, stepped, atol=1e-5)

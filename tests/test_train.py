@@ -227,3 +227,11 @@ def test_idle_threshold_separates_pauses_from_gestures():
     ft = FramedTrial("x", None, [], (2, 4, 4), np.ones((t.shape[0], 2, 4, 4), np.float32), t, labels)
     threshold = idle_rate_threshold([ft])
     assert 3 <= threshold <= 40
+
+
+def test_stream_objective_trains_on_crops_across_gesture_boundaries(dataset, tmp_path):
+    result = train(settings(dataset, tmp_path / "stream", epochs=1, objective="stream", stream_length=12,
+                            max_steps_per_epoch=2, batch_size=2), progress=False)
+    history = [json.loads(line) for line in (tmp_path / "stream" / "metrics.jsonl").read_text().splitlines()]
+    assert history[0]["step"] == 2 and np.isfinite(history[0]["train_loss"]) and history[0]["train_loss"] > 0
+    assert result["framing"]["T"] == 3

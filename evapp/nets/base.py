@@ -175,6 +175,17 @@ class MeanHeadClassifier(SpikingClassifier):
         self._check(frame, 4)
         return self.readout.update(self.forward_steps(frame.unsqueeze(0)))
 
+    def sliding_logits(self, x: Tensor) -> Tensor:
+        """Continuous-stream training: ``[L, B, 2, H, W]`` from the current state (no reset) -> ``[L, B, K]``,
+        at each step the mean of the per-step logits of the last T steps (differentiable)."""
+        per_step = self.forward_steps(x)
+        total = per_step.cumsum(0)
+        T = self.cfg.T
+        if per_step.shape[0] > T:
+            total = torch.cat([total[:T], total[T:] - total[:-T]])
+        count = torch.arange(1, per_step.shape[0] + 1, device=x.device).clamp(max=T).view(-1, 1, 1)
+        return total / count
+
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02, convs: bool = False) -> None:
     """timm-style init: trunc_normal(std) weights and zero bias for Linear (and Conv if ``convs``)."""

@@ -216,6 +216,13 @@ class SGLFormer(SpikingClassifier):
         self._check(frame, 4)
         return self.head.push(self.forward_steps(frame.unsqueeze(0))[0])
 
+    def sliding_logits(self, x: Tensor) -> Tensor:
+        """Continuous-stream training: ``[L, B, 2, H, W]`` from the current state -> ``[L, B, K]``, at each step
+        the STB head over the last T frames' features, exactly what the ring buffer answers (differentiable)."""
+        feats = self.forward_steps(x).permute(1, 2, 3, 0)  # [B, C, N, L]
+        T = self.cfg.T
+        return torch.stack([self.head.head(feats[..., max(0, t - T + 1) : t + 1]) for t in range(feats.shape[-1])])
+
 
 @register_model(
     ModelConfig(
