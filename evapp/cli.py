@@ -557,6 +557,74 @@ def bench_model_cmd(names, device, batches, iters, warmup, per_layer, as_json) -
         click.echo(format_model_bench(rows, per_layer=per_layer))
 
 
+@bench.group("live")
+def bench_live() -> None:
+    """Real-time measurements: end-to-end latency at the demo's rate, highest live rate without drops (CPU)."""
+
+
+@bench_live.command("latency")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Model (repeatable; default: saformer-2-256, sglformer-3-256, spikingresformer-dvsg).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=56.0, show_default=True,
+              help="Seconds of the demo recording replayed at its own speed.")
+@click.option("--window", is_flag=True, help="Latency to the answer painted in the window (offscreen Qt).")
+@click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
+              help="The engine's policy (persistent answers every frame: many more samples than window).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_live_latency_cmd(models, seconds, window, policy, as_json) -> None:
+    """Replay assets/demo.aedat4 at its own speed; latency from an answer's last event to the answer shown."""
+    from evapp.bench import machine_description
+    from evapp.bench.live import DEFAULT_MODELS, format_latency, measure_latency
+
+    _parse_policy_or_fail(policy)
+    _check_models(models)
+    rows = [measure_latency(m, seconds, window, policy) for m in models or DEFAULT_MODELS]
+    if as_json:
+        _print_json({"machine": machine_description(), "latency": rows})
+    else:
+        click.echo(format_latency(rows))
+
+
+@bench_live.command("max-rate")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Model (repeatable; default: saformer-2-256, sglformer-3-256, spikingresformer-dvsg).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+              help="Seconds streamed at each rate.")
+@click.option("--rates", default="50e3,100e3,150e3,200e3,250e3,300e3,400e3,600e3,800e3", show_default=True,
+              metavar="R[,R...]", help="Event rates (ev/s) tried in order until frames are dropped.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_live_max_rate_cmd(models, seconds, rates, as_json) -> None:
+    """Stream random events over the whole 640x480 sensor from a local NetworkWriter at rising rates into the
+    live pipeline (policy window, the model's N); the highest rate without a dropped frame."""
+    from evapp.bench import machine_description
+    from evapp.bench.live import DEFAULT_MODELS, format_max_rate, max_rate
+
+    _check_models(models)
+    try:
+        rate_list = [float(r) for r in rates.split(",")]
+    except ValueError:
+        raise InputError(f"--rates '{rates}' is not a comma-separated list of numbers.") from None
+    if not rate_list or min(rate_list) <= 0:
+        raise InputError(f"--rates '{rates}' must list positive event rates.")
+
+    def progress(step: dict) -> None:
+        click.echo(json.dumps(step), err=True)
+
+    rows = [max_rate(m, rate_list, seconds, progress) for m in models or DEFAULT_MODELS]
+    if as_json:
+        _print_json({"machine": machine_description(), "max_rate": rows})
+    else:
+        click.echo(format_max_rate(rows))
+
+
+def _check_models(names) -> None:
+    from evapp.nets import list_models
+
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise InputError(f"There is no model named '{unknown[0]}' (available: {', '.join(list_models())}).")
+
+
 def _parse_policy_or_fail(policy: str) -> None:
     from evapp.engine.base import parse_policy
 

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
-from evapp.events import SensorGeometry, make_events
+from evapp.events import SensorGeometry
+from evapp.sources.stream_server import random_stream  # noqa: F401 - the tests' event generator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 DVX = SensorGeometry(640, 480, "DVXplorer_DXA00000")
-
-
-def random_stream(n: int, width: int, height: int, seed: int = 0, t0: int = 1_700_000_000_000_000,
-                  rate_per_us: float = 1.0) -> np.ndarray:
-    """n events, uniform over the sensor, monotonic µs timestamps starting at an absolute t0 (so readers rebase)."""
-    rng = np.random.default_rng(seed)
-    dt = rng.exponential(1.0 / rate_per_us, n).astype(np.int64)
-    return make_events(t0 + np.cumsum(dt), rng.integers(0, width, n), rng.integers(0, height, n),
-                       rng.integers(0, 2, n))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""``evapp live`` against a real dv-processing NetworkWriter in a subprocess (tests/live_server.py).
+"""``evapp live`` against a real dv-processing NetworkWriter in a subprocess (evapp.sources.stream_server).
 
 Covers: every event received is recorded (count in the file == count received == count sent), the recording
 is finalised on Ctrl-C and on window close, the server killed and restarted (reconnect with back-off), no
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from evapp.cli import main
-from evapp.sources import open_source
+from evapp.sources import open_source, stream_server
 from tests.test_sources import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +34,7 @@ def untrained_zoo(tmp_path, monkeypatch):
 
 
 def start_server(port, n_events, seed, rate=0.0, t0=T0, batch=5000, linger=60.0):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "live_server.py"), str(port), str(n_events),
-                             str(batch), str(seed), str(rate), str(t0), str(linger)], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout.readline().strip() == "listening"
-    return proc
+    return stream_server.start_server(port, n_events, seed, rate=rate, t0=t0, batch=batch, linger=linger)
 
 
 def start_live(*args, stderr_path):

@@ -1,0 +1,152 @@
+"""``evapp bench live``: real-time measurements, end-to-end latency at the demo's rate and the highest live rate
+without dropped frames.
+
+``latency`` replays assets/demo.aedat4 at its own speed (72 kev/s) through the pipeline, as ``evapp replay``
+does, and reports the end-to-end latency of every prediction: from the wall time at which the batch holding
+the answering frame's last event reached the pipeline to the prediction being printed (headless) or painted
+(``--window``, offscreen Qt; the window's timer runs at 30 Hz, so add up to 33 ms of waiting for the timer).
+
+``max-rate`` streams uniform random events from a dv-processing NetworkWriter subprocess
+(``evapp.sources.stream_server``) at a set rate into the live pipeline (whole 640x480 sensor as the region, the
+model's own N, policy window) and raises the rate until frames are dropped; it reports the highest rate that
+ran without a drop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from . import format_rows, machine_description
+from .suite import DEMO
+
+__all__ = ["DEFAULT_MODELS", "DEFAULT_RATES", "format_latency", "format_max_rate", "max_rate", "measure_latency",
+           "run_rate"]
+
+T0 = 1_700_000_000_000_000
+DEFAULT_MODELS = ("saformer-2-256", "sglformer-3-256", "spikingresformer-dvsg")
+DEFAULT_RATES = (50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 600e3, 800e3)
+
+
+def _factory():
+    from evapp.cli_live import EngineFactory
+
+    return EngineFactory(None, (None, None, None, None))
+
+
+def measure_latency(model: str, seconds: float, window: bool, policy: str) -> dict:
+    """Replay the demo at its own speed for ``seconds`` with ``model`` on the CPU; latency of every answer."""
+    from evapp.pipeline import Pipeline, ReplayOptions
+    from evapp.sources import open_source
+
+    factory = _factory()
+    engine, decoder, names, n, size = factory(model, policy, "cpu")
+    source = open_source(DEMO)
+    pipeline = Pipeline(source, n, size, None, ReplayOptions(speed=1.0), engine=engine, decoder=decoder,
+                        class_names=names, keep_view_events=window)
+    if window:
+        from PyQt6.QtCore import QTimer
+        from PyQt6.QtWidgets import QApplication
+
+        from evapp.gui.app import duration_of
+        from evapp.gui.window import MainWindow
+
+        app = QApplication.instance() or QApplication([])
+        win = MainWindow(pipeline, factory, model, policy, "cpu", "measure", duration_us=duration_of(source))
+        win.show()
+        QTimer.singleShot(int(seconds * 1000), win.close)
+        app.exec()
+    else:
+        deadline = time.monotonic() + seconds
+        for _ in pipeline.records():
+            if time.monotonic() > deadline:
+                break
+    pipeline.close()
+    lat = np.asarray(pipeline.latencies_ms)
+    return {"model": model, "mode": "window" if window else "headless", "policy": policy, "N": n,
+            "predictions": int(lat.size),
+            "latency_median_ms": round(float(np.median(lat)), 1) if lat.size else None,
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+            "step_ms_median": round(float(np.median(pipeline.recent_step_ms)), 1) if pipeline.recent_step_ms else None,
+            "dropped_frames": pipeline.frame_queue.dropped}
+
+
+def run_rate(model: str, rate: float, seconds: float, port: int) -> dict:
+    """Stream ``rate * seconds`` uniform events at ``rate`` ev/s into the live pipeline; frames and drops."""
+    from evapp.binning import Region
+    from evapp.pipeline import Pipeline
+    from evapp.sources.live import open_live
+    from evapp.sources.stream_server import start_server
+
+    factory = _factory()
+    engine, decoder, names, n, size = factory(model, "window", "cpu")
+    for _ in range(5):  # warm-up, so first-step costs do not count as falling behind
+        engine.feed(np.zeros(engine.input_shape, np.float32))
+    engine.reset()
+    count = int(rate * seconds)
+    server = start_server(port, count, seed=9, rate=rate, t0=T0, batch=5000, linger=30.0)
+    try:
+        source = open_live(f"tcp://127.0.0.1:{port}")
+        pipeline = Pipeline(source, n, size, Region(0, 0, 640, 480), engine=engine, decoder=decoder,
+                            class_names=names, with_frames=False)
+        pipeline.start()
+        try:
+            server.stdout.readline()  # "sent"
+            deadline = time.monotonic() + 5
+            while pipeline.binner.events_in < count and time.monotonic() < deadline:
+                pipeline.wait_output(0.05)
+            time.sleep(0.5)
+            while pipeline.wait_output(0.2) is not None:
+                pass
+        finally:
+            pipeline.close()
+    finally:
+        server.kill()
+        server.wait()
+    return {"model": model, "rate_ev_s": rate, "N": n, "frames": pipeline.binner.frames_out,
+            "dropped_frames": pipeline.frame_queue.dropped,
+            "step_ms_median": round(float(np.median(pipeline.recent_step_ms)), 1) if pipeline.recent_step_ms else None}
+
+
+def max_rate(model: str, rates: Sequence[float], seconds: float,
+             progress: Callable[[dict], None] | None = None) -> dict:
+    """Try ``rates`` in order until one drops frames; the highest without drops, the first with, every step."""
+    from evapp.sources.stream_server import free_port
+
+    best = first_drop = None
+    steps = []
+    for rate in rates:
+        result = run_rate(model, rate, seconds, free_port())
+        steps.append(result)
+        if progress is not None:
+            progress(result)
+        if result["dropped_frames"]:
+            first_drop = result
+            break
+        best = result
+    return {"model": model, "max_rate_without_drops_ev_s": best and best["rate_ev_s"],
+            "N": best["N"] if best else steps[-1]["N"], "step_ms_median": best and best["step_ms_median"],
+            "first_rate_with_drops_ev_s": first_drop and first_drop["rate_ev_s"],
+            "dropped_at_first_rate_with_drops": first_drop and first_drop["dropped_frames"],
+            "frames_at_first_rate_with_drops": first_drop and first_drop["frames"],
+            "seconds": seconds, "steps": steps}
+
+
+def format_latency(rows: list[dict]) -> str:
+    columns = [("model", "model", ""), ("mode", "sink", ""), ("policy", "policy", ""), ("N", "N", "d"),
+               ("predictions", "answers", "d"), ("step_ms_median", "ms/step median", ".1f"),
+               ("latency_median_ms", "latency median ms", ".1f"), ("latency_p99_ms", "latency p99 ms", ".1f"),
+               ("dropped_frames", "dropped", "d")]
+    return machine_description() + "\n" + format_rows(rows, columns)
+
+
+def format_max_rate(rows: list[dict]) -> str:
+    columns = [("model", "model", ""), ("N", "N", "d"),
+               ("max_rate_without_drops_ev_s", "sustained ev/s", ".0f"),
+               ("step_ms_median", "ms/step median", ".1f"),
+               ("first_rate_with_drops_ev_s", "first rate with drops ev/s", ".0f"),
+               ("dropped_at_first_rate_with_drops", "dropped", "d"),
+               ("frames_at_first_rate_with_drops", "of frames", "d")]
+    return machine_description() + "\n" + format_rows(rows, columns)

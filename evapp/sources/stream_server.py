@@ -1,0 +1,96 @@
+"""A stand-in live camera: a dv-processing NetworkWriter on 127.0.0.1 streaming random events at a set rate.
+
+``python -m evapp.sources.stream_server PORT N_EVENTS BATCH SEED RATE_EV_S T0_US [LINGER_S]``: waits for a
+client, sends ``random_stream(N_EVENTS, 640, 480, SEED, t0=T0_US)`` in batches of BATCH, one batch every
+BATCH / RATE s (RATE 0: as fast as possible), prints "sent", lingers, and leaves with os._exit (destroying a
+NetworkWriter with a client connected hangs forever, reference/event-io.md section 1.6). A restarted server
+given a later T0_US continues the clock, as a camera coming back would.
+
+``evapp bench live max-rate`` streams from it, and the live tests use it as their camera; ``start_server``
+starts it as a subprocess and returns once it listens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from evapp.events import make_events
+
+__all__ = ["free_port", "random_stream", "serve", "start_server"]
+
+T0_US = 1_700_000_000_000_000
+
+
+def random_stream(n: int, width: int, height: int, seed: int = 0, t0: int = T0_US,
+                  rate_per_us: float = 1.0) -> np.ndarray:
+    """n events, uniform over the sensor, monotonic µs timestamps starting at an absolute t0 (so readers rebase)."""
+    rng = np.random.default_rng(seed)
+    dt = rng.exponential(1.0 / rate_per_us, n).astype(np.int64)
+    return make_events(t0 + np.cumsum(dt), rng.integers(0, width, n), rng.integers(0, height, n),
+                       rng.integers(0, 2, n))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int = T0_US, batch: int = 5000,
+                 linger: float = 60.0) -> subprocess.Popen:
+    """This module as a subprocess (stdout piped, text); returns once it says "listening". Kill it when done."""
+    proc = subprocess.Popen([sys.executable, "-m", "evapp.sources.stream_server", str(port), str(n_events),
+                             str(batch), str(seed), str(rate), str(t0), str(linger)], stdout=subprocess.PIPE,
+                            text=True)
+    line = proc.stdout.readline().strip()
+    if line != "listening":
+        proc.kill()
+        raise RuntimeError(f"the stream server on port {port} did not start (it said {line!r})")
+    return proc
+
+
+def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger: float = 60.0) -> None:
+    """Stream ``random_stream(n, 640, 480, seed, t0)`` to the first client, then leave the process (os._exit)."""
+    import dv_processing as dv
+
+    from evapp.sources.aedat4 import to_event_store
+
+    events = random_stream(n, 640, 480, seed=seed, t0=t0)
+    stores = [to_event_store(events[s : s + batch]) for s in range(0, n, batch)]
+    stream = dv.io.Stream.EventStream(0, "events", "DVXplorer_DXA00000", (640, 480))
+    server = dv.io.NetworkWriter("127.0.0.1", port, stream)
+    print("listening", flush=True)
+    deadline = time.monotonic() + 60
+    while server.getClientCount() == 0:
+        if time.monotonic() > deadline:
+            os._exit(2)
+        time.sleep(0.01)
+    start = time.monotonic()
+    for i, store in enumerate(stores):
+        if rate > 0:
+            delay = start + i * batch / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        server.writeEvents(store)
+    print("sent", flush=True)
+    time.sleep(linger)
+    os._exit(0)  # never destroy the NetworkWriter: with a client connected that hangs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    port, n, batch, seed = (int(v) for v in args[0:4])
+    rate, t0 = float(args[4]), int(args[5])
+    linger = float(args[6]) if len(args) > 6 else 60.0
+    serve(port, n, batch, seed, rate, t0, linger)
+
+
+if __name__ == "__main__":
+    main()
