@@ -125,6 +125,26 @@ def decoder_options(func):
     return func
 
 
+def model_options(func):
+    """--model/--no-model/--weights/--policy/--device/--engine and the decoder options (replay and live)."""
+    options = [
+        click.option("--model", "model_name", metavar="NAME",
+                     help="Model to run (see 'evapp models'; default: the best shipped one)."),
+        click.option("--no-model", is_flag=True, help="Run no model: only bin frames and show the events."),
+        click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model."),
+        click.option("--policy", metavar="window|staggered:K|persistent",
+                     help="When state is reset and answers are given (default: the model's; see the README)."),
+        click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
+                     help="Where the model runs."),
+        click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch",
+                     show_default=True, help="Inference engine: PyTorch, or ONNX Runtime on the exported step."),
+        decoder_options,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _decoder(smoothing, threshold, hold, idle_fps, model_name: str | None = None):
     """The model artifact's decoder settings (or the defaults), with the command line's overrides."""
     from evapp.decoder import Decoder, DecoderSettings
@@ -187,16 +207,7 @@ def _model_frame_settings(model_name, cfg, events_per_frame, input_size):
               help="Model input side in pixels (default: the model's, or 128 without a model).")
 @click.option("--region", callback=_region, metavar="x,y,w,h",
               help="Sensor region mapped onto the input (default: the centred square).")
-@click.option("--model", "model_name", metavar="NAME",
-              help="Model to run (see 'evapp models'; default: the best shipped one).")
-@click.option("--no-model", is_flag=True, help="Run no model: only bin frames.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
-@click.option("--policy", metavar="window|staggered:K|persistent",
-              help="When state is reset and answers are given (default: the model's; see the README).")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
-@click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
-@decoder_options
+@model_options
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
 def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, model_name, no_model, weights,

@@ -16,7 +16,7 @@ from evapp.cli import (
     _region,
     _resolve_model_name,
     cli,
-    decoder_options,
+    model_options,
 )
 from evapp.errors import InputError
 
@@ -78,16 +78,7 @@ def _sigterm_as_interrupt(signum, frame):
               help="Events per frame (default: the model's N, or 5000 without a model).")
 @click.option("--input-size", type=click.IntRange(min=1), help="Model input side in pixels (default: the model's).")
 @click.option("--region", callback=_region, metavar="x,y,w,h", help="Sensor region mapped onto the input.")
-@click.option("--model", "model_name", metavar="NAME",
-              help="Model to run (see 'evapp models'; default: the best shipped one).")
-@click.option("--no-model", is_flag=True, help="Run no model: only show the events.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model.")
-@click.option("--policy", metavar="window|staggered:K|persistent",
-              help="When state is reset and answers are given (default: the model's; see the README).")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
-@click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="Inference engine: PyTorch, or ONNX Runtime on the exported step.")
-@decoder_options
+@model_options
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
