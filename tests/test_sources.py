@@ -1,8 +1,4 @@
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +8,8 @@ from evapp.events import LabelInterval, SensorGeometry
 from evapp.sources import looped, open_source, paced
 from evapp.sources.aedat3 import read_aedat3, write_aedat3, write_labels_csv
 from evapp.sources.aedat4 import to_event_store, write_aedat4
+from evapp.sources.stream_server import free_port, start_server
 from tests.conftest import DVX, random_stream
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def collect(source):
@@ -166,22 +161,9 @@ def test_pacing_holds_batches_back_to_stream_time():
     assert time.monotonic() - t0 >= 0.9 * duration_s / 4.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(n_events, batch, seed, linger=1.0):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "dv_server.py"), str(port), str(n_events),
-                             str(batch), str(seed), str(linger)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "listening"
-    return port, proc
-
-
 def test_network_source_receives_exactly_what_was_sent_in_order():
-    port, proc = start_server(150_000, 5000, seed=11)
+    port = free_port()
+    proc = start_server(port, 150_000, seed=11, batch=5000, linger=1.0)
     try:
         source = open_source(f"tcp://127.0.0.1:{port}")
         assert (source.geometry.width, source.geometry.height) == (640, 480)
