@@ -101,6 +101,14 @@ class SensorMapping:
         return keys
 
 
+def thinning_keep_fraction(mapping: SensorMapping, reference_px_per_input_px: float | None) -> float:
+    """Fraction of inside events to keep so a sensor with ``mapping`` makes frames with the density of a
+    training sensor of ``reference_px_per_input_px`` (None: no reference, keep all; never more than all)."""
+    if reference_px_per_input_px is None:
+        return 1.0
+    return min(1.0, reference_px_per_input_px / mapping.pixels_per_input_px)
+
+
 @dataclass
 class Frames:
     """Frames completed by one ``push``: counts ``[k, 2, H, W]`` float32 and each frame's last-event time."""

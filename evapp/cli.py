@@ -752,11 +752,10 @@ def package(run_dir, artifact_dir, data, policy, also, force) -> None:
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (default: the model's artifact).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
-@click.option("--resolution-note", hidden=True)
 @click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False), help="Save the confusion matrix PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
 @click.pass_context
-def eval_cmd(ctx, model_name, data, split, weights, device, resolution_note, confusion_path, as_json) -> None:
+def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_json) -> None:
     """Clip accuracy of a model on a dataset split (per class, confusion matrix); recordings go to eval-stream."""
     from pathlib import Path
 

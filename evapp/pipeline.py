@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evapp.binning import FixedCountBinner, Region, SensorMapping
+from evapp.binning import FixedCountBinner, Region, SensorMapping, thinning_keep_fraction
 from evapp.decoder import IDLE, Decoder
 from evapp.sources import EventSource, start_at
 
@@ -341,9 +341,7 @@ class Pipeline:
 
     def _make_binner(self, events_per_frame: int, region: Region | None) -> None:
         self.mapping = SensorMapping(self.source.geometry, self.input_size, region)
-        keep = 1.0
-        if self.reference_px_per_input_px is not None:
-            keep = min(1.0, self.reference_px_per_input_px / self.mapping.pixels_per_input_px)
+        keep = thinning_keep_fraction(self.mapping, self.reference_px_per_input_px)
         self.binner = FixedCountBinner(events_per_frame, self.mapping, keep)
 
     def set_binning(self, events_per_frame: int, region: Region | None) -> None:

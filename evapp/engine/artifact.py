@@ -46,10 +46,6 @@ class Preprocessing:
                    d.get("framing", "count"), int(d.get("polarity_channels", 2)),
                    float(d.get("reference_px_per_input_px", 1.0)))
 
-    def keep_fraction(self, pixels_per_input_px: float) -> float:
-        """Fraction of a sensor's events to keep so its frames have the training sensor's density."""
-        return min(1.0, self.reference_px_per_input_px / pixels_per_input_px)
-
 
 @dataclass
 class Artifact:

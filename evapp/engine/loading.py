@@ -40,11 +40,6 @@ def list_artifacts() -> list[Artifact]:
     return [read_artifact(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
 
 
-def artifact_weights(name: str) -> Path | None:
-    artifact = find_artifact(name)
-    return artifact.weights_path if artifact is not None and artifact.weights_path.is_file() else None
-
-
 def default_model_name() -> str | None:
     """The best shipped model: the artifact with weights and the highest held-out clip accuracy."""
     shipped = [a for a in list_artifacts() if a.weights_path.is_file()]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evapp.binning import FixedCountBinner, SensorMapping
+from evapp.binning import FixedCountBinner, SensorMapping, thinning_keep_fraction
 from evapp.errors import InputError
 from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
 from evapp.sources import open_source
@@ -75,11 +75,6 @@ class Framing:
     mode: str = "count"  # "count" (fixed N, as live) or "clip" (each gesture split into T equal-count frames)
     reference_px_per_input_px: float | None = None  # the training sensor's density; None: this data's own
 
-    def keep_fraction(self, mapping: SensorMapping) -> float:
-        """Thin a denser sensor down to the training sensor's events per input pixel (DESIGN section 2)."""
-        if self.reference_px_per_input_px is None:
-            return 1.0
-        return min(1.0, self.reference_px_per_input_px / mapping.pixels_per_input_px)
 
 
 class FramedTrial:
@@ -135,7 +130,8 @@ def frame_trial(trial: Trial, framing: Framing, region=None) -> FramedTrial:
     try:
         mapping = SensorMapping(source.geometry, framing.input_size, region)
         if framing.mode == "count":
-            binner = FixedCountBinner(framing.events_per_frame, mapping, framing.keep_fraction(mapping))
+            keep = thinning_keep_fraction(mapping, framing.reference_px_per_input_px)
+            binner = FixedCountBinner(framing.events_per_frame, mapping, keep)
             counts, ends = [], []
             for batch in source.batches():
                 done = binner.push(batch)
