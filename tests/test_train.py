@@ -105,6 +105,9 @@ def test_mirror_flip_swaps_hands_and_rotation_sense():
     y = torch.arange(6)
     fx, fy = RandomFlip("mirror", p=1.0)(x, y, torch.Generator().manual_seed(0))
     assert torch.equal(fx, x.flip(-1)) and fy.tolist() == [MIRROR_CLASS[c] for c in range(6)]
+    steps = torch.tensor([[1, -1, 3], [0, 2, -1]])  # per-step labels [B, L], -1 in pauses
+    _, fsteps = RandomFlip("mirror", p=1.0)(x[:2], steps, torch.Generator().manual_seed(0))
+    assert fsteps.tolist() == [[MIRROR_CLASS[1], -1, MIRROR_CLASS[3]], [0, MIRROR_CLASS[2], -1]]
     px, py = RandomFlip("paper", p=1.0)(x, y, torch.Generator().manual_seed(0))
     assert torch.equal(px, x.flip(-1)) and torch.equal(py, y)
 

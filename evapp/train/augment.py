@@ -46,9 +46,10 @@ class RandomFlip:
         if flip.any():
             x = x.clone()
             x[flip] = x[flip].flip(-1)
-            if self.mode == "mirror" and y.shape[0] == x.shape[0] and y.dim() == 1:
+            if self.mode == "mirror":  # labels [B] (one per clip) or [B, L] (one per step; -1 = no gesture)
                 mirror = torch.tensor(MIRROR_CLASS, device=y.device)
-                y = torch.where(flip.to(y.device) & (y >= 0), mirror[y.clamp(min=0)], y)
+                flipped = flip.to(y.device).view(-1, *[1] * (y.dim() - 1))
+                y = torch.where(flipped & (y >= 0), mirror[y.clamp(min=0)], y)
         return x, y
 
 

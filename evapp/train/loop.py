@@ -273,7 +273,11 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             x, y = batch_clips(prepared.train, batch, length)
             xb = x.transpose(0, 1)  # augment per clip: [B, T, 2, H, W]
             if flip is not None:
-                xb, y = flip(xb, y if settings.objective == "clips" else y, gen)
+                if settings.objective == "stream":  # per-step labels [L, B]: the flip wants the batch first
+                    xb, y_batch_first = flip(xb, y.T, gen)
+                    y = y_batch_first.T
+                else:
+                    xb, y = flip(xb, y, gen)
             if wide is not None:
                 xb = wide(xb, gen)
             for group in optimizer.param_groups:
