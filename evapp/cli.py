@@ -31,7 +31,10 @@ def _print_json(record: dict) -> None:
 def cli(debug: bool, verbose: bool) -> None:
     """evapp: real-time gesture recognition from event cameras with stateful spiking transformers."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr, format="evapp: %(levelname)s: %(message)s", force=True)
+    # Only evapp's own logger speaks at -v: libraries (torch at exit, for one) stay at warnings.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="evapp: %(levelname)s: %(message)s",
+                        force=True)
+    log.setLevel(level)
 
 
 @cli.command()

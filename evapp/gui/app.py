@@ -16,7 +16,29 @@ def duration_of(source) -> int | None:
 
 def run_window(pipeline, engine_factory, model_name, policy, device, title: str, recorder_factory=None,
                screenshot=None, quit_after_s=None) -> int:
-    """Show the window until it is closed (Ctrl+Q, the close button, Ctrl-C in the terminal)."""
+    """Show the window until it is closed (Ctrl+Q, the close button, Ctrl-C or SIGTERM in the terminal)."""
+    # The handlers go in before anything is imported or built, and they only record the request: a
+    # KeyboardInterrupt raised in the middle of an import (torch's take over a second) leaves modules
+    # half-initialised and makes CPython end by SIGINT instead of exit code 130. An exception raised inside
+    # Qt's event loop would abort the process and lose the recording.
+    requests: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: requests.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code, window = _show(pipeline, engine_factory, model_name, policy, device, title, recorder_factory,
+                             screenshot, quit_after_s, requests)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if window is not None and window.error is not None:
+        raise window.error
+    if requests:
+        raise KeyboardInterrupt
+    return code
+
+
+def _show(pipeline, engine_factory, model_name, policy, device, title, recorder_factory, screenshot, quit_after_s,
+          requests: list[int]):
     try:
         from PyQt6.QtCore import QTimer
         from PyQt6.QtWidgets import QApplication
@@ -27,19 +49,19 @@ def run_window(pipeline, engine_factory, model_name, policy, device, title: str,
     app = QApplication.instance() or QApplication([title])
     window = MainWindow(pipeline, engine_factory, model_name, policy, device, title, recorder_factory,
                         duration_us=duration_of(pipeline.source))
+    if requests:  # interrupted while starting up
+        window.close()
+        return 130, window
     window.show()
-    # Qt's event loop does not return to Python on its own, so a timer lets the SIGINT handler run.
-    interrupted = []
 
-    def on_signal(signum, frame):
-        interrupted.append(True)
-        # The handler may run in the middle of a paint; close from the event loop instead.
-        QTimer.singleShot(0, window.close)
+    # Qt's event loop does not return to Python on its own: this timer lets the signal handlers run, and
+    # closes the window from the loop once one has asked.
+    def poll_requests():
+        if requests:
+            window.close()
 
-    # SIGTERM too: an exception raised inside Qt's event loop would abort the process, losing the recording.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     wake = QTimer()
-    wake.timeout.connect(lambda: None)
+    wake.timeout.connect(poll_requests)
     wake.start(200)
     if quit_after_s is not None:
         def finish():
@@ -52,11 +74,5 @@ def run_window(pipeline, engine_factory, model_name, policy, device, title: str,
         code = app.exec()
     finally:
         wake.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         window.close()
-    if window.error is not None:
-        raise window.error
-    if interrupted:
-        raise KeyboardInterrupt
-    return code
+    return code, window
