@@ -239,12 +239,15 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 
         return replay_window(pipeline, model_name, weights, policy, device, (smoothing, threshold, hold, idle_fps),
                              file)
-    try:
-        for record in pipeline.records():
-            _print_json(record)
-    finally:
-        pipeline.close()
-    _print_json(pipeline.summary())
+    from evapp.cli_live import run_headless
+    from evapp.interrupts import stop_requests
+
+    with stop_requests() as stop:
+        try:
+            run_headless(pipeline, None, stop)
+        finally:
+            pipeline.close()
+        _print_json(pipeline.summary())
 
 
 def _make_engine(model_name: str, weights, policy: str | None, device: str, engine_kind: str = "torch"):
@@ -697,12 +700,15 @@ def _overrides(items: tuple[str, ...]) -> dict:
 @click.option("--stop-after", type=click.IntRange(min=1),
               help="Stop after this many epochs of the --epochs schedule; continue later with --resume.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Model config override (repeatable).")
+@click.option("--init", "init", metavar="PATH",
+              help="Start from these weights (a .safetensors file, a run folder or a model artifact): fine-tuning.")
 @click.option("--artifact", "artifact_dir", metavar="DIR",
               help="At the end, evaluate the best weights and write a model artifact here (e.g. models/NAME).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(model_name, data, out, resume, epochs, batch_size, lr, weight_decay, warmup_epochs, T, events_per_frame,
           framing, objective, stream_length, windows_per_gesture, flip, augment, mixup, label_smoothing, seed,
-          device, amp, threads, max_steps_per_epoch, eval_limit, stop_after, sets, artifact_dir, no_progress) -> None:
+          device, amp, threads, max_steps_per_epoch, eval_limit, stop_after, sets, init, artifact_dir,
+          no_progress) -> None:
     """Train a zoo model on DVS128 Gesture or a synthetic set; frames are made by the live binner."""
     from evapp.nets import list_models
     from evapp.train import TrainSettings
@@ -717,7 +723,7 @@ def train(model_name, data, out, resume, epochs, batch_size, lr, weight_decay, w
         framing=framing, objective=objective, stream_length=stream_length, windows_per_gesture=windows_per_gesture,
         flip=flip, augment=augment, mixup=mixup, label_smoothing=label_smoothing, seed=seed, device=device,
         amp=amp, max_steps_per_epoch=max_steps_per_epoch, model_overrides=_overrides(sets), threads=threads,
-        eval_limit=eval_limit, stop_after=stop_after)
+        eval_limit=eval_limit, stop_after=stop_after, init=init)
     try:
         result = run_training(settings, resume=resume, progress=not no_progress)
     except (ValueError, RuntimeError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 
 import click
@@ -19,6 +18,7 @@ from evapp.cli import (
     model_options,
 )
 from evapp.errors import InputError
+from evapp.interrupts import stop_requests
 
 log = logging.getLogger("evapp")
 
@@ -39,11 +39,13 @@ class EngineFactory:
         return engine, _decoder(*self.decoder_args, model_name), cfg.class_names, n, size
 
 
-def run_headless(pipeline, duration_s: float | None = None) -> None:
-    """Print the pipeline's records as JSON lines until the stream ends or ``duration_s`` has passed."""
+def run_headless(pipeline, duration_s: float | None = None, stop: list | None = None) -> None:
+    """Print the pipeline's records as JSON lines until the stream ends, ``duration_s`` has passed or a stop
+    is requested (``stop`` non-empty: see evapp.interrupts)."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
+    stop = [] if stop is None else stop
     pipeline.start()
-    while not pipeline.finished and (deadline is None or time.monotonic() < deadline):
+    while not pipeline.finished and not stop and (deadline is None or time.monotonic() < deadline):
         out = pipeline.wait_output(0.1)
         if out is None:
             continue
@@ -52,16 +54,12 @@ def run_headless(pipeline, duration_s: float | None = None) -> None:
             pipeline.report_shown(out)
 
 
-def open_window(pipeline, factory: EngineFactory, model_name, policy, device, title: str, recorder_factory=None,
-                screenshot=None, quit_after_s=None) -> int:
+def open_window(pipeline, factory: EngineFactory, model_name, policy, device, title: str, stop: list,
+                recorder_factory=None, screenshot=None, quit_after_s=None) -> int:
     from evapp.gui.app import run_window
 
-    return run_window(pipeline, factory, model_name, policy, device, title, recorder_factory=recorder_factory,
+    return run_window(pipeline, factory, model_name, policy, device, title, stop, recorder_factory=recorder_factory,
                       screenshot=screenshot, quit_after_s=quit_after_s)
-
-
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 @cli.command()
@@ -101,7 +99,6 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
     if noise_filter:
         source.store_filter = background_activity_filter(source.geometry, noise_filter_us)
     recorder = None
-    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         if record_path:
             recorder = AedatRecorder(record_path, source.geometry, force=force)
@@ -109,41 +106,37 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         pipeline = Pipeline(source, n, size, region, engine=engine, decoder=decoder, class_names=class_names,
                             with_frames=with_frames, keep_view_events=not headless)
         log.info("live from %s (%s)", camera, source.geometry)
-        interrupted = False
-        try:
-            if headless:
-                run_headless(pipeline, duration_s)
-            else:
-                open_window(pipeline, factory, model_name, policy, device, f"evapp live: {camera}",
-                            recorder_factory=lambda path: AedatRecorder(path, source.geometry, force=True),
-                            quit_after_s=duration_s)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            pipeline.close()
+        with stop_requests() as stop:
+            try:
+                if headless:
+                    run_headless(pipeline, duration_s, stop)
+                else:
+                    open_window(pipeline, factory, model_name, policy, device, f"evapp live: {camera}", stop,
+                                recorder_factory=lambda path: AedatRecorder(path, source.geometry, force=True),
+                                quit_after_s=duration_s)
+            finally:
+                pipeline.close()
+                if recorder is not None:
+                    recorder.close()
+            summary = pipeline.summary()
+            summary["reconnects"] = source.reconnects
             if recorder is not None:
-                recorder.close()
-        summary = pipeline.summary()
-        summary["reconnects"] = source.reconnects
-        if recorder is not None:
-            summary["recorded_events"] = recorder.events
-            summary["recording"] = str(recorder.path)
-        if headless:
-            _print_json(summary)
-        if interrupted:
-            raise KeyboardInterrupt
+                summary["recorded_events"] = recorder.events
+                summary["recording"] = str(recorder.path)
+            if headless:
+                _print_json(summary)
     finally:
         if recorder is not None:
             recorder.close()
         source.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def replay_window(pipeline, model_name, weights, policy, device, decoder_args: tuple, file: str) -> None:
     """``evapp replay FILE`` without --headless: the window on a replay that waits at its end for a seek."""
     factory = EngineFactory(weights, decoder_args)
     pipeline.hold_at_end = True
-    try:
-        open_window(pipeline, factory, model_name, policy, device, f"evapp replay: {file}")
-    finally:
-        pipeline.close()
+    with stop_requests() as stop:
+        try:
+            open_window(pipeline, factory, model_name, policy, device, f"evapp replay: {file}", stop)
+        finally:
+            pipeline.close()

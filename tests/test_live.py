@@ -210,6 +210,22 @@ def test_replay_at_a_speed_factor_never_drops(tmp_path, capsys):
     assert np.all(np.diff([r["t_us"] for r in lines if r["type"] == "prediction"]) > 0)
 
 
+def test_ctrl_c_stops_a_headless_replay_with_its_summary():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "evapp", "replay", str(ROOT / "assets" / "demo.aedat4"), "--headless", "--no-model"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().startswith('{"type": "frame"')  # running
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and err.strip().endswith("evapp: interrupted."), err
+    summary, _ = last_json(out)
+    assert summary["type"] == "summary" and 0 < summary["events_total"] < 4_062_087  # stopped part way
+
+
 @pytest.mark.parametrize("sig,headless", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
                          ids=["window-ctrl-c", "window-sigterm", "headless-sigterm"])
 def test_recording_is_finalised_when_interrupted(tmp_path, sig, headless):

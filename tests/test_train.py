@@ -185,6 +185,22 @@ def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
     assert "synthetic" in card and "not DVS128 Gesture" in card and "evapp" in card
 
 
+def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged, dataset, tmp_path):
+    start = load_file(str(packaged / "run" / "best.safetensors"))
+    # A learning rate too small to move anything: the weights after one step are the ones started from.
+    tuned = settings(dataset, tmp_path / "tuned", epochs=1, max_steps_per_epoch=1, lr=1e-12, warmup_epochs=0,
+                     init=str(packaged / "run"))
+    train(tuned, progress=False)
+    after = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["model"]
+    learned = [k for k in start if "running_" not in k and "num_batches" not in k]  # BN statistics move anyway
+    assert learned and all(torch.allclose(after[k], start[k], atol=1e-6) for k in learned)
+    assert main(["package", str(tmp_path / "tuned"), str(tmp_path / "models" / "tuned")]) == 0
+    card = (tmp_path / "models" / "tuned" / "README.md").read_text()
+    assert f"started from `{packaged / 'run'}`, trained by `" in card and "(1 epochs" in card
+    with pytest.raises(InputError, match="holds neither"):
+        train(settings(dataset, tmp_path / "bad", init=str(tmp_path)), progress=False)
+
+
 def test_artifact_drives_replay_with_its_frames_and_refuses_other_N(packaged, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("EVAPP_MODELS", str(packaged / "models"))
     events, labels, geometry = simulate_sequence([1], 9, (256, 256), pause_s=0.2, gesture_s=0.8)

@@ -73,6 +73,13 @@ def load(name: str, weights: str | Path | None = None) -> LoadedModel:
     if path is None:
         log.warning("%s has no trained weights; running with random initialisation (predictions are noise).", name)
         return LoadedModel(model.eval(), None, None)
+    load_weights_into(model, path, name)
+    return LoadedModel(model.eval(), artifact, path)
+
+
+def load_weights_into(model, path: str | Path, name: str) -> None:
+    """Load a safetensors file into ``model``; a file that does not fit it is refused in one sentence."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"Weights file {path} does not exist.")
     from safetensors import SafetensorError
@@ -91,7 +98,6 @@ def load(name: str, weights: str | Path | None = None) -> LoadedModel:
             f"{path} does not fit {name}: {len(missing)} tensors missing, {len(unexpected)} unexpected "
             f"(first: {(missing or unexpected)[0]})."
         )
-    return LoadedModel(model.eval(), artifact, path)
 
 
 def load_model(name: str, weights: str | Path | None = None):

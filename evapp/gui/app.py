@@ -1,8 +1,6 @@
-"""Starting the window from the CLI: the QApplication, Ctrl-C in the terminal, errors after the window closes."""
+"""Starting the window from the CLI: the QApplication, a stop request from the terminal, errors after it closes."""
 
 from __future__ import annotations
-
-import signal
 
 from evapp.errors import InputError
 
@@ -14,31 +12,11 @@ def duration_of(source) -> int | None:
     return source.info().duration_us
 
 
-def run_window(pipeline, engine_factory, model_name, policy, device, title: str, recorder_factory=None,
-               screenshot=None, quit_after_s=None) -> int:
-    """Show the window until it is closed (Ctrl+Q, the close button, Ctrl-C or SIGTERM in the terminal)."""
-    # The handlers go in before anything is imported or built, and they only record the request: a
-    # KeyboardInterrupt raised in the middle of an import (torch's take over a second) leaves modules
-    # half-initialised and makes CPython end by SIGINT instead of exit code 130. An exception raised inside
-    # Qt's event loop would abort the process and lose the recording.
-    requests: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: requests.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code, window = _show(pipeline, engine_factory, model_name, policy, device, title, recorder_factory,
-                             screenshot, quit_after_s, requests)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if window is not None and window.error is not None:
-        raise window.error
-    if requests:
-        raise KeyboardInterrupt
-    return code
-
-
-def _show(pipeline, engine_factory, model_name, policy, device, title, recorder_factory, screenshot, quit_after_s,
-          requests: list[int]):
+def run_window(pipeline, engine_factory, model_name, policy, device, title: str, stop: list,
+               recorder_factory=None, screenshot=None, quit_after_s=None) -> int:
+    """Show the window until it is closed (Ctrl+Q, the close button) or a stop is requested (``stop`` non-empty:
+    Ctrl-C or SIGTERM in the terminal, see evapp.interrupts; the caller holds the handlers, installed before
+    anything here is imported)."""
     try:
         from PyQt6.QtCore import QTimer
         from PyQt6.QtWidgets import QApplication
@@ -49,19 +27,19 @@ def _show(pipeline, engine_factory, model_name, policy, device, title, recorder_
     app = QApplication.instance() or QApplication([title])
     window = MainWindow(pipeline, engine_factory, model_name, policy, device, title, recorder_factory,
                         duration_us=duration_of(pipeline.source))
-    if requests:  # interrupted while starting up
+    if stop:  # asked to stop while starting up
         window.close()
-        return 130, window
+        return 0
     window.show()
 
     # Qt's event loop does not return to Python on its own: this timer lets the signal handlers run, and
-    # closes the window from the loop once one has asked.
-    def poll_requests():
-        if requests:
+    # closes the window from the loop once a stop was requested.
+    def poll_stop():
+        if stop:
             window.close()
 
     wake = QTimer()
-    wake.timeout.connect(poll_requests)
+    wake.timeout.connect(poll_stop)
     wake.start(200)
     if quit_after_s is not None:
         def finish():
@@ -75,4 +53,6 @@ def _show(pipeline, engine_factory, model_name, policy, device, title, recorder_
     finally:
         wake.stop()
         window.close()
-    return code, window
+    if window.error is not None:
+        raise window.error
+    return code

@@ -73,6 +73,7 @@ class TrainSettings:
     eval_limit: int | None = None  # windows evaluated per epoch (None: all)
     model_overrides: dict = field(default_factory=dict)
     threads: int | None = None
+    init: str | None = None  # weights (.safetensors, or a run or artifact folder) to start from: fine-tuning
 
 
 @dataclass
@@ -208,6 +209,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     """Train; returns the final metrics. Writes metrics.jsonl, last.pt and best.safetensors to ``settings.out``."""
     from safetensors.torch import save_file
 
+    from evapp.engine.loading import load_weights_into
     from evapp.engine.torch_engine import resolve_device
     from evapp.nets import create_model
 
@@ -222,7 +224,11 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     if settings.events_per_frame:
         overrides["events_per_frame"] = settings.events_per_frame
     torch.manual_seed(settings.seed)  # the initial weights
-    model = create_model(settings.model, **overrides).to(device)
+    model = create_model(settings.model, **overrides)
+    if settings.init and not resume:
+        load_weights_into(model, init_weights_path(settings.init), settings.model)
+        log.info("starting from the weights in %s", settings.init)
+    model = model.to(device)
     cfg = model.cfg
     prepared = prepared or prepare_data(settings, cfg)
     T = cfg.T
@@ -337,6 +343,34 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     return final
 
 
+def init_weights_path(init: str) -> Path:
+    """``--init`` takes a weights file, a run folder (its best.safetensors) or an artifact (weights.safetensors)."""
+    path = Path(init)
+    if path.is_dir():
+        for name in ("best.safetensors", "weights.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise InputError(f"{path} holds neither best.safetensors (a run) nor weights.safetensors (an artifact).")
+    return path
+
+
+def _lineage(init: str | None) -> dict | None:
+    """Where fine-tuned weights came from, so a card can name every run that went into them."""
+    if not init:
+        return None
+    source = Path(init) if Path(init).is_dir() else Path(init).parent
+    entry = {"path": str(init)}
+    try:
+        earlier = json.loads((source / "run.json").read_text())
+        history = (source / "metrics.jsonl").read_text().splitlines()
+        last = json.loads(history[-1]) if history else {}
+        entry.update(command=earlier["command"], epochs=len(history), train_seconds=last.get("elapsed_s"),
+                     init_from=earlier.get("init_from"))
+    except (OSError, ValueError, KeyError):
+        pass  # an artifact or a bare weights file: its own card tells its story
+    return entry
+
+
 def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Prepared, device) -> None:
     """run.json: what ``evapp package`` needs to rebuild the model and write its card."""
     import shlex
@@ -348,7 +382,7 @@ def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Pr
     density = SensorMapping(first.geometry, prepared.framing.input_size).pixels_per_input_px
     run = {"command": "evapp " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("evapp") else shlex.join(sys.argv),
            "settings": asdict(settings), "model_overrides": overrides, "machine": machine_line(device),
-           "px_per_input_px": density, "world_size": _dist()[1]}
+           "px_per_input_px": density, "world_size": _dist()[1], "init_from": _lineage(settings.init)}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
 

@@ -96,7 +96,7 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
                         2, reference)
     training = {"command": run["command"], "data": str(data), "seed": settings["seed"], "machine": run["machine"],
                 "train_seconds": history[-1]["elapsed_s"] if history else None, "epochs_run": len(history),
-                "settings": settings}
+                "settings": settings, "init_from": run.get("init_from")}
     card = model_card(cfg, metrics, training, main, extra, history, policy)
     write_artifact(artifact_dir, model, pre, policy=policy, decoder=decoder, metrics=metrics,
                    training=training, card=card)
@@ -123,6 +123,14 @@ def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, hist
         f"- command: `{training['command']}`",
         f"- seed {training['seed']}, {training['epochs_run']} epochs, {training['train_seconds']} s on "
         f"{training['machine']}",
+    ]
+    earlier = training.get("init_from")
+    while earlier:  # fine-tuned: every run that went into the weights, newest first
+        by = (f", trained by `{earlier['command']}` ({earlier['epochs']} epochs, {earlier['train_seconds']} s)"
+              if "command" in earlier else "")
+        lines.append(f"- started from `{earlier['path']}`{by}")
+        earlier = earlier.get("init_from")
+    lines += [
         "",
         "## Results (held-out test split, clip accuracy over every non-overlapping T-frame window inside a gesture)",
         "",
