@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -36,3 +37,8 @@ def no_shipped_models(tmp_path_factory, monkeypatch):
 def shipped_models(monkeypatch):
     """The repository's own ``models/`` folder."""
     monkeypatch.delenv("EVAPP_MODELS", raising=False)
+
+
+def json_lines(text: str) -> list[dict]:
+    """The JSON objects of a command's stdout, one per non-empty line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -7,17 +7,13 @@ import pytest
 from evapp.cli import main
 from evapp.sources.aedat3 import write_aedat3
 from evapp.sources.aedat4 import write_aedat4
-from tests.conftest import DVX, random_stream
+from tests.conftest import DVX, json_lines, random_stream
 from tests.test_sources import free_port
 
 
 def run_cli(*args, timeout=300):
     proc = subprocess.run([sys.executable, "-m", "evapp", *args], capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def json_lines(text):
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("region,n", [("0,0,640,480", 5000), (None, 20000)])

@@ -6,10 +6,7 @@ import numpy as np
 
 from evapp.cli import main
 from evapp.sources import open_source
-
-
-def json_lines(text):
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+from tests.conftest import json_lines
 
 
 def test_models_lists_the_zoo(capsys):

@@ -8,7 +8,6 @@ falls behind (while a replay never drops).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 from evapp.cli import main
 from evapp.sources import open_source, stream_server
+from tests.conftest import json_lines
 from tests.test_sources import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def count_events(path):
 
 
 def last_json(text):
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    lines = json_lines(text)
     return lines[-1], lines
 
 

@@ -29,40 +29,40 @@ __all__ = [
 ]
 
 
-class SigmoidSurrogate(torch.autograd.Function):
-    """Heaviside forward; backward g'(x) = alpha * sigmoid(alpha x) * (1 - sigmoid(alpha x)).
+class _HeavisideSurrogate(torch.autograd.Function):
+    """Heaviside forward (H(0) = 1); the subclass gives the backward's derivative ``surrogate_grad(x, alpha)``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @classmethod
+    def backward(cls, ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * cls.surrogate_grad(x, ctx.alpha), None
+
+
+class SigmoidSurrogate(_HeavisideSurrogate):
+    """Backward g'(x) = alpha * sigmoid(alpha x) * (1 - sigmoid(alpha x)).
 
     SpikingJelly ``surrogate.Sigmoid``, default alpha 4 (architectures.md 0.1, SGLFormer/Spikformer)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        sg = torch.sigmoid(ctx.alpha * x)
-        return grad * ctx.alpha * sg * (1.0 - sg), None
+    def surrogate_grad(x: Tensor, alpha: float) -> Tensor:
+        sg = torch.sigmoid(alpha * x)
+        return alpha * sg * (1.0 - sg)
 
 
-class ATanSurrogate(torch.autograd.Function):
-    """Heaviside forward; backward g'(x) = (alpha / 2) / (1 + (pi / 2 * alpha * x)^2).
+class ATanSurrogate(_HeavisideSurrogate):
+    """Backward g'(x) = (alpha / 2) / (1 + (pi / 2 * alpha * x)^2).
 
     SpikingJelly ``surrogate.ATan``, default alpha 2 (architectures.md 0.1, SpikingResformer)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        a = ctx.alpha
-        return grad * (a / 2.0) / (1.0 + (math.pi / 2.0 * a * x) ** 2), None
+    def surrogate_grad(x: Tensor, alpha: float) -> Tensor:
+        return (alpha / 2.0) / (1.0 + (math.pi / 2.0 * alpha * x) ** 2)
 
 
 def sigmoid_surrogate(x: Tensor, alpha: float = 4.0) -> Tensor:
