@@ -158,7 +158,8 @@ class SpikingClassifier(nn.Module):
 
 class MeanHeadClassifier(SpikingClassifier):
     """Heads that average per-step logits over T (Spikformer/SAFormer, SpikingResformer): the streaming
-    answer is the running mean since reset, which is exact (architectures.md 2.6, 3.4, 4.2)."""
+    answer is the mean of the last T per-step logits (``layers.SlidingMean``), which within a window from reset
+    is exact (architectures.md 2.6, 3.4, 4.2) and beyond it is what ``sliding_logits`` trains."""
 
     def forward_per_step(self, x: Tensor) -> Tensor:
         """Reset, run ``[T, B, 2, H, W]``, return per-step logits ``[T, B, K]``."""

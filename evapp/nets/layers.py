@@ -24,40 +24,43 @@ class MatMul(nn.Module):
         return a @ b
 
 
-class RunningMean(Stateful, nn.Module):
-    """Streaming readout for heads that average per-step logits over T: running sum + count per row.
+class SlidingMean(Stateful, nn.Module):
+    """Streaming readout for heads that average per-step logits over T: the mean of the last T per-step logits.
 
-    ``value`` = sum / max(count, 1), so a reset row reads zeros until its first step."""
+    From a reset it is the running mean, i.e. exactly what a T-frame window answers (architectures.md 2.6,
+    3.4, 4.2). Past T steps it slides instead of averaging the whole stream, which is what continuous-stream
+    training optimises (``SpikingClassifier.sliding_logits``), so the ``persistent`` policy answers as trained.
+    State per row: the last T logits (a shift register; a reset row is zeros) and how many of them are real."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, T: int) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.register_buffer("sum", None, persistent=False)
-        self.register_buffer("count", None, persistent=False)
+        self.T = T
+        self.register_buffer("last", None, persistent=False)  # [B, T, K], newest last
+        self.register_buffer("count", None, persistent=False)  # [B] real entries, at most T (float)
 
     def update(self, logits_seq: Tensor) -> Tensor:
-        """Add ``[T, B, K]`` per-step logits; return the running mean ``[B, K]``."""
-        part = logits_seq.detach().sum(0)
-        if self.sum is None:
-            self.sum = part
-            self.count = torch.full((part.shape[0],), float(logits_seq.shape[0]), device=part.device)
-        else:
-            self.sum = self.sum + part
-            self.count = self.count + logits_seq.shape[0]
-        return self.sum / self.count.clamp(min=1.0).unsqueeze(1)
+        """Add ``[L, B, K]`` per-step logits; return the mean of the last T ``[B, K]``."""
+        new = logits_seq.detach().transpose(0, 1)
+        if self.last is None:
+            self.last = new.new_zeros(new.shape[0], self.T, new.shape[2])
+            self.count = new.new_zeros(new.shape[0])
+        self.last = torch.cat([self.last, new], 1)[:, -self.T :]
+        self.count = (self.count + logits_seq.shape[0]).clamp(max=float(self.T))
+        return self.last.sum(1) / self.count.clamp(min=1.0).unsqueeze(1)
 
     def reset(self) -> None:
-        self.sum = None
+        self.last = None
         self.count = None
 
     def reset_rows(self, keep: Tensor) -> None:
-        if self.sum is not None:
-            keep = keep.to(self.sum.dtype)
-            self.sum = self.sum * keep.unsqueeze(1)
+        if self.last is not None:
+            keep = keep.to(self.last.dtype)
+            self.last = self.last * keep.view(-1, 1, 1)
             self.count = self.count * keep
 
     def state_tensors(self):
-        return [self.sum, self.count]
+        return [self.last, self.count]
 
     def load_state_tensors(self, tensors) -> None:
-        self.sum, self.count = tensors
+        self.last, self.count = tensors

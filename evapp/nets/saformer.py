@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from ..snn.neurons import LIF
 from .base import MeanHeadClassifier, ModelConfig, register_model, trunc_normal_init
-from .layers import RunningMean, seq
+from .layers import SlidingMean, seq
 
 
 def _lif(th: float = 1.0) -> LIF:
@@ -139,7 +139,7 @@ class SAFormer(MeanHeadClassifier):
         self.sps = SPS(cfg.in_channels, d, tuple(cfg.extra.get("pool_after", (1, 2, 3, 4))))
         self.blocks = nn.Sequential(*[Block(d, cfg.mlp_ratio, cfg.extra.get("agg", 4)) for _ in range(cfg.depths[0])])
         self.fc = nn.Linear(d, cfg.num_classes)
-        self.readout = RunningMean(cfg.num_classes)
+        self.readout = SlidingMean(cfg.num_classes, cfg.T)
         trunc_normal_init(self)
 
     def forward_steps(self, x: Tensor) -> Tensor:

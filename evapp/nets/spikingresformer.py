@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..snn.neurons import ParametricLIF
 from .base import MeanHeadClassifier, ModelConfig, register_model, trunc_normal_init
-from .layers import MatMul, RunningMean, seq
+from .layers import MatMul, SlidingMean, seq
 
 
 def _act() -> ParametricLIF:
@@ -145,7 +145,7 @@ class SpikingResformer(MeanHeadClassifier):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(planes[-1], cfg.num_classes, bias=False)
-        self.readout = RunningMean(cfg.num_classes)
+        self.readout = SlidingMean(cfg.num_classes, cfg.T)
         trunc_normal_init(self, convs=True)
 
     def forward_steps(self, x: Tensor) -> Tensor:
