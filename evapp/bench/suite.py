@@ -5,7 +5,9 @@ Rows, each with the machine line printed above the table:
 - ``binning``: our streaming binner (and tonic's ToFrame where asked) in M events/s, from
   :mod:`evapp.bench.binning`;
 - ``step``: ms per time step of each model at batch 1 for ``torch eager``, ``torch compiled``
-  (``torch.compile``, inductor) and ``onnx`` (ONNX Runtime on the exported step) on every available device.
+  (``torch.compile``, inductor) and ``onnx`` (ONNX Runtime on the exported step) on every available device;
+  on CUDA also ``torch cuda-graph`` and ``torch compiled cuda-graph`` (the step captured in a CUDA graph), and
+  batch K = 4 (the ``staggered:4`` policy's batch) beside batch 1.
   Timed through the engines with the ``persistent`` policy, so a step is what streaming costs: frame upload,
   the step, logits to the host and the softmax. Untrained models are BN-calibrated on synthetic frames
   (:func:`evapp.bench.model.synthetic_frames`) so that neurons fire as in a trained model;
@@ -33,6 +35,8 @@ log = logging.getLogger("evapp")
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo.aedat4"
 ENGINES = ("torch eager", "torch compiled", "onnx")
+CUDA_ENGINES = ("torch cuda-graph", "torch compiled cuda-graph")  # added where the device is CUDA
+CUDA_BATCHES = (1, 4)  # batch 1, and the staggered:4 policy's batch of four offset windows
 
 
 def _calibrated(name: str, seed: int = 0):
@@ -49,8 +53,9 @@ def _calibrated(name: str, seed: int = 0):
 def _engine(kind: str, model, device: str, ort_threads: int | None, policy: str = "persistent"):
     from ..engine import TorchEngine
 
-    if kind in ("torch eager", "torch compiled"):
-        return TorchEngine(copy.deepcopy(model), device=device, policy=policy, compile=kind == "torch compiled")
+    if kind.startswith("torch"):
+        return TorchEngine(copy.deepcopy(model), device=device, policy=policy, compile="compiled" in kind,
+                           cuda_graph="cuda-graph" in kind)
     from ..engine.onnx_engine import OnnxEngine
 
     return OnnxEngine.from_model(model, device=device, policy=policy, intra_op_threads=ort_threads)
@@ -93,34 +98,44 @@ def _bench_steps(names, devs, engines, warmup, iters, ort_threads, synthetic_fra
         cfg = model.cfg
         frames = synthetic_frames(cfg.T, 1, cfg.input_size, cfg.events_per_frame, seed=3)[:, 0].numpy()
         for dev in devs:
-            for kind in engines:
-                row = {"bench": "step", "case": f"{name} b1", "device": dev, "engine": kind, "unit": "ms/step",
-                       "median": None, "p99": None, "note": ""}
-                try:
-                    t0 = time.perf_counter()
-                    eng = _engine(kind, model, dev, ort_threads)
-                    eng.feed(frames[0])  # the first step compiles / builds TensorRT engines
-                    setup = time.perf_counter() - t0
-                    if kind == "torch compiled" and not eng._compiled:
-                        row["note"] = "compile failed, eager"
-                    times = []
-                    for i in range(warmup + iters):
-                        t0 = time.perf_counter()
-                        eng.feed(frames[(i + 1) % cfg.T])
-                        times.append((time.perf_counter() - t0) * 1e3)
-                    times = times[warmup:]
-                    row.update(median=float(np.median(times)), p99=float(np.percentile(times, 99)))
-                    if kind == "onnx":
-                        row["note"] = ",".join(p.replace("ExecutionProvider", "") for p in eng.providers)
-                    elif kind == "torch compiled" and not row["note"]:
-                        row["note"] = f"compile {setup:.0f} s"
-                    if dev == "cpu":
-                        row["note"] = ", ".join(x for x in (row["note"], f"{ort_threads} thread(s)") if x)
-                except Exception as exc:  # noqa: BLE001 - a failing engine is a row, not the end of the table
-                    row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-                    log.debug("bench %s %s %s", name, dev, kind, exc_info=True)
-                rows.append(row)
+            kinds = list(engines)
+            if dev == "cuda":
+                kinds += [k for k in CUDA_ENGINES if "compiled" not in k or "torch compiled" in engines]
+            for batch in CUDA_BATCHES if dev == "cuda" else (1,):
+                for kind in kinds:
+                    rows.append(_bench_one(name, model, frames, dev, kind, batch, warmup, iters, ort_threads))
     return rows
+
+
+def _bench_one(name, model, frames, dev, kind, batch, warmup, iters, ort_threads) -> dict:
+    """One row: ``batch`` 1 runs the persistent policy, batch K the staggered:K policy (K rows per step)."""
+    T = model.cfg.T
+    row = {"bench": "step", "case": f"{name} b{batch}", "device": dev, "engine": kind, "unit": "ms/step",
+           "median": None, "p99": None, "note": ""}
+    try:
+        t0 = time.perf_counter()
+        eng = _engine(kind, model, dev, ort_threads, policy="persistent" if batch == 1 else f"staggered:{batch}")
+        eng.feed(frames[0])  # the first step compiles / captures the CUDA graph / builds TensorRT engines
+        setup = time.perf_counter() - t0
+        if "compiled" in kind and not eng._compiled:
+            row["note"] = "compile failed, eager"
+        times = []
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            eng.feed(frames[(i + 1) % T])
+            times.append((time.perf_counter() - t0) * 1e3)
+        times = times[warmup:]
+        row.update(median=float(np.median(times)), p99=float(np.percentile(times, 99)))
+        if kind == "onnx":
+            row["note"] = ",".join(p.replace("ExecutionProvider", "") for p in eng.providers)
+        elif "compiled" in kind and not row["note"]:
+            row["note"] = f"compile {setup:.0f} s"
+        if dev == "cpu":
+            row["note"] = ", ".join(x for x in (row["note"], f"{ort_threads} thread(s)") if x)
+    except Exception as exc:  # noqa: BLE001 - a failing engine is a row, not the end of the table
+        row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        log.debug("bench %s %s %s", name, dev, kind, exc_info=True)
+    return row
 
 
 def bench_replay(
