@@ -188,8 +188,9 @@ def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
 def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged, dataset, tmp_path):
     start = load_file(str(packaged / "run" / "best.safetensors"))
     # A learning rate too small to move anything: the weights after one step are the ones started from.
+    # The run's own config (T 3, N 150, the tiny sizes) comes with --init: none of it is given again here.
     tuned = settings(dataset, tmp_path / "tuned", epochs=1, max_steps_per_epoch=1, lr=1e-12, warmup_epochs=0,
-                     init=str(packaged / "run"))
+                     init=str(packaged / "run"), T=None, events_per_frame=None, model_overrides={})
     train(tuned, progress=False)
     after = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["model"]
     learned = [k for k in start if "running_" not in k and "num_batches" not in k]  # BN statistics move anyway

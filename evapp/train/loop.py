@@ -218,7 +218,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     rank, world = _dist()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    overrides = dict(settings.model_overrides)
+    overrides = {**init_overrides(settings.init), **settings.model_overrides}  # fine-tuning keeps T, N, ...
     if settings.T:
         overrides["T"] = settings.T
     if settings.events_per_frame:
@@ -352,6 +352,20 @@ def init_weights_path(init: str) -> Path:
                 return path / name
         raise InputError(f"{path} holds neither best.safetensors (a run) nor weights.safetensors (an artifact).")
     return path
+
+
+def init_overrides(init: str | None) -> dict:
+    """The model config the ``--init`` weights were trained with (T, N, sizes), as overrides of the zoo's
+    defaults: a run folder's run.json or an artifact's config.json. A bare weights file carries none."""
+    path = Path(init) if init else None
+    if path is None or not path.is_dir():
+        return {}
+    if (path / "run.json").is_file():
+        return dict(json.loads((path / "run.json").read_text()).get("model_overrides", {}))
+    if (path / "config.json").is_file():
+        model = json.loads((path / "config.json").read_text()).get("model", {})
+        return {k: v for k, v in model.items() if k not in ("name", "arch")}
+    return {}
 
 
 def _lineage(init: str | None) -> dict | None:
