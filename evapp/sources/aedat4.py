@@ -116,14 +116,7 @@ class Aedat4Source(EventSource):
             self.labels = read_labels_csv(self._labels_file, self.t0_us or 0)
 
     def info(self) -> SourceInfo:
-        first = last = None
-        count = 0
-        for batch in self._raw_batches():
-            count += batch.shape[0]
-            first = int(batch["timestamp"][0]) if first is None else first
-            last = int(batch["timestamp"][-1])
-        if first is None:
-            raise InputError(f"{self.path} contains no events.")
+        count, first, last = self._count_span()
         if self._labels_file is not None:
             self.labels = read_labels_csv(self._labels_file, first)
         return SourceInfo(

@@ -68,6 +68,11 @@ class EventSource(ABC):
 
     def info(self) -> SourceInfo:
         """Describe the source; file sources override this with header facts where they can."""
+        count, first, last = self._count_span()
+        return SourceInfo(self.describe(), self.format_name, self.geometry, last - first, count, [], self.labels)
+
+    def _count_span(self) -> tuple[int, int, int]:
+        """(events, first timestamp, last timestamp), read through the whole source; none is an input error."""
         count, first, last = 0, None, None
         for batch in self._raw_batches():
             if batch.shape[0]:
@@ -76,8 +81,7 @@ class EventSource(ABC):
                 last = int(batch["timestamp"][-1])
         if first is None:
             raise InputError(f"{self.describe()} contains no events.")
-        duration = last - first
-        return SourceInfo(self.describe(), self.format_name, self.geometry, duration, count, [], self.labels)
+        return count, first, last
 
     def describe(self) -> str:
         return self.format_name
