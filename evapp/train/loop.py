@@ -218,15 +218,16 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     rank, world = _dist()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    overrides = {**init_overrides(settings.init), **settings.model_overrides}  # fine-tuning keeps T, N, ...
+    start = starting_weights(settings.init) if settings.init else None
+    overrides = {**(start.overrides if start else {}), **settings.model_overrides}  # fine-tuning keeps T, N, ...
     if settings.T:
         overrides["T"] = settings.T
     if settings.events_per_frame:
         overrides["events_per_frame"] = settings.events_per_frame
     torch.manual_seed(settings.seed)  # the initial weights
     model = create_model(settings.model, **overrides)
-    if settings.init and not resume:
-        load_weights_into(model, init_weights_path(settings.init), settings.model)
+    if start is not None and not resume:
+        load_weights_into(model, start.path, settings.model)
         log.info("starting from the weights in %s", settings.init)
     model = model.to(device)
     cfg = model.cfg
@@ -260,7 +261,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     metrics_path = out / "metrics.jsonl"
     if rank == 0 and not resume:
         metrics_path.unlink(missing_ok=True)
-        _write_run(out, settings, overrides, prepared, device)
+        _write_run(out, settings, overrides, prepared, device, start.lineage if start else None)
     final: dict = {}
     started = time.perf_counter()
     last_epoch = settings.epochs if settings.stop_after is None else min(settings.epochs, settings.stop_after)
@@ -343,49 +344,45 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     return final
 
 
-def init_weights_path(init: str) -> Path:
-    """``--init`` takes a weights file, a run folder (its best.safetensors) or an artifact (weights.safetensors)."""
+@dataclass
+class StartingWeights:
+    """What ``--init`` names: the weights file, the model config they were trained with (as overrides of the
+    zoo's defaults) and where they came from (for the model card)."""
+
+    path: Path
+    overrides: dict
+    lineage: dict
+
+
+def starting_weights(init: str) -> StartingWeights:
+    """``--init`` takes a weights file, a run folder (its best.safetensors) or an artifact (weights.safetensors).
+    The folder holding the weights says how they were made: a run's run.json (config, command, epochs) or an
+    artifact's config.json (config; its own card tells its story). A file anywhere else carries neither."""
     path = Path(init)
     if path.is_dir():
-        for name in ("best.safetensors", "weights.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise InputError(f"{path} holds neither best.safetensors (a run) nor weights.safetensors (an artifact).")
-    return path
+        found = [path / name for name in ("best.safetensors", "weights.safetensors") if (path / name).is_file()]
+        if not found:
+            raise InputError(f"{path} holds neither best.safetensors (a run) nor weights.safetensors (an artifact).")
+        path = found[0]
+    folder = path.parent
+    overrides: dict = {}
+    lineage: dict = {"path": str(init)}
+    if (folder / "run.json").is_file():
+        run = json.loads((folder / "run.json").read_text())
+        overrides = dict(run.get("model_overrides", {}))
+        metrics = folder / "metrics.jsonl"
+        history = metrics.read_text().splitlines() if metrics.is_file() else []
+        lineage.update(command=run.get("command", "?"), epochs=len(history),
+                       train_seconds=json.loads(history[-1]).get("elapsed_s") if history else None,
+                       init_from=run.get("init_from"))
+    elif (folder / "config.json").is_file():
+        model = json.loads((folder / "config.json").read_text()).get("model", {})
+        overrides = {k: v for k, v in model.items() if k not in ("name", "arch")}
+    return StartingWeights(path, overrides, lineage)
 
 
-def init_overrides(init: str | None) -> dict:
-    """The model config the ``--init`` weights were trained with (T, N, sizes), as overrides of the zoo's
-    defaults: a run folder's run.json or an artifact's config.json. A bare weights file carries none."""
-    path = Path(init) if init else None
-    if path is None or not path.is_dir():
-        return {}
-    if (path / "run.json").is_file():
-        return dict(json.loads((path / "run.json").read_text()).get("model_overrides", {}))
-    if (path / "config.json").is_file():
-        model = json.loads((path / "config.json").read_text()).get("model", {})
-        return {k: v for k, v in model.items() if k not in ("name", "arch")}
-    return {}
-
-
-def _lineage(init: str | None) -> dict | None:
-    """Where fine-tuned weights came from, so a card can name every run that went into them."""
-    if not init:
-        return None
-    source = Path(init) if Path(init).is_dir() else Path(init).parent
-    entry = {"path": str(init)}
-    try:
-        earlier = json.loads((source / "run.json").read_text())
-        history = (source / "metrics.jsonl").read_text().splitlines()
-        last = json.loads(history[-1]) if history else {}
-        entry.update(command=earlier["command"], epochs=len(history), train_seconds=last.get("elapsed_s"),
-                     init_from=earlier.get("init_from"))
-    except (OSError, ValueError, KeyError):
-        pass  # an artifact or a bare weights file: its own card tells its story
-    return entry
-
-
-def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Prepared, device) -> None:
+def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Prepared, device,
+               init_from: dict | None) -> None:
     """run.json: what ``evapp package`` needs to rebuild the model and write its card."""
     import shlex
     import sys
@@ -396,7 +393,7 @@ def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Pr
     density = SensorMapping(first.geometry, prepared.framing.input_size).pixels_per_input_px
     run = {"command": "evapp " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("evapp") else shlex.join(sys.argv),
            "settings": asdict(settings), "model_overrides": overrides, "machine": machine_line(device),
-           "px_per_input_px": density, "world_size": _dist()[1], "init_from": _lineage(settings.init)}
+           "px_per_input_px": density, "world_size": _dist()[1], "init_from": init_from}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
 
