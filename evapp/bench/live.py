@@ -25,7 +25,6 @@ from .suite import DEMO
 __all__ = ["DEFAULT_MODELS", "DEFAULT_RATES", "format_latency", "format_max_rate", "max_rate", "measure_latency",
            "run_rate"]
 
-T0 = 1_700_000_000_000_000
 DEFAULT_MODELS = ("saformer-2-256", "sglformer-3-256", "spikingresformer-dvsg")
 DEFAULT_RATES = (50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 600e3, 800e3)
 
@@ -86,7 +85,7 @@ def run_rate(model: str, rate: float, seconds: float, port: int) -> dict:
         engine.feed(np.zeros(engine.input_shape, np.float32))
     engine.reset()
     count = int(rate * seconds)
-    server = start_server(port, count, seed=9, rate=rate, t0=T0, batch=5000, linger=30.0)
+    server = start_server(port, count, seed=9, rate=rate, batch=5000, linger=30.0)
     try:
         source = open_live(f"tcp://127.0.0.1:{port}")
         pipeline = Pipeline(source, n, size, Region(0, 0, 640, 480), engine=engine, decoder=decoder,
