@@ -189,8 +189,8 @@ def test_live_window_says_reconnecting_and_records(qtbot, tmp_path):
     back, and the Record button's file holds exactly the events the recorder received."""
     from evapp.recorder import AedatRecorder
     from evapp.sources.live import open_live
+    from evapp.sources.stream_server import free_port
     from tests.test_live import T0, count_events, start_server, wait_line
-    from tests.test_sources import free_port
 
     port = free_port()
     first = start_server(port, 30_000, seed=21, rate=100_000)

@@ -19,22 +19,18 @@ import numpy as np
 import pytest
 
 from evapp.cli import main
-from evapp.sources import open_source, stream_server
+from evapp.sources import open_source
+from evapp.sources.stream_server import T0_US as T0
+from evapp.sources.stream_server import free_port, start_server
 from tests.conftest import json_lines
-from tests.test_sources import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = 1_700_000_000_000_000
 
 
 @pytest.fixture(autouse=True)
 def untrained_zoo(tmp_path, monkeypatch):
     """No model artifacts: these tests run untrained zoo models with the N they choose, whatever models/ holds."""
     monkeypatch.setenv("EVAPP_MODELS", str(tmp_path / "no-models"))
-
-
-def start_server(port, n_events, seed, rate=0.0, t0=T0, batch=5000, linger=60.0):
-    return stream_server.start_server(port, n_events, seed, rate=rate, t0=t0, batch=batch, linger=linger)
 
 
 def start_live(*args, stderr_path):
