@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 
 import click
@@ -22,6 +23,21 @@ log = logging.getLogger("evapp")
 def _print_json(record: dict) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
+
+
+def run_headless(pipeline, duration_s: float | None = None, stop: list | None = None) -> None:
+    """Print the pipeline's records as JSON lines until the stream ends, ``duration_s`` has passed or a stop
+    is requested (``stop`` non-empty: see evapp.interrupts)."""
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    stop = [] if stop is None else stop
+    pipeline.start()
+    while not pipeline.finished and not stop and (deadline is None or time.monotonic() < deadline):
+        out = pipeline.wait_output(0.1)
+        if out is None:
+            continue
+        _print_json(out.record)
+        if out.record["type"] == "prediction":
+            pipeline.report_shown(out)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -239,7 +255,6 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 
         return replay_window(pipeline, model_name, weights, policy, device, (smoothing, threshold, hold, idle_fps),
                              file)
-    from evapp.cli_live import run_headless
     from evapp.interrupts import stop_requests
 
     with stop_requests() as stop:

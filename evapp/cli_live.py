@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import click
 
@@ -16,6 +15,7 @@ from evapp.cli import (
     _resolve_model_name,
     cli,
     model_options,
+    run_headless,
 )
 from evapp.errors import InputError
 from evapp.interrupts import stop_requests
@@ -37,21 +37,6 @@ class EngineFactory:
         engine, cfg = _make_engine(model_name, self.weights, policy, device, engine_kind)
         n, size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
         return engine, _decoder(*self.decoder_args, model_name), cfg.class_names, n, size
-
-
-def run_headless(pipeline, duration_s: float | None = None, stop: list | None = None) -> None:
-    """Print the pipeline's records as JSON lines until the stream ends, ``duration_s`` has passed or a stop
-    is requested (``stop`` non-empty: see evapp.interrupts)."""
-    deadline = None if duration_s is None else time.monotonic() + duration_s
-    stop = [] if stop is None else stop
-    pipeline.start()
-    while not pipeline.finished and not stop and (deadline is None or time.monotonic() < deadline):
-        out = pipeline.wait_output(0.1)
-        if out is None:
-            continue
-        _print_json(out.record)
-        if out.record["type"] == "prediction":
-            pipeline.report_shown(out)
 
 
 def open_window(pipeline, factory: EngineFactory, model_name, policy, device, title: str, stop: list,
