@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evapp.binning import FixedCountBinner, Region, SensorMapping, thinning_keep_fraction
-from evapp.decoder import IDLE, Decoder
+from evapp.decoder import IDLE, Decoder, MotionRate
 from evapp.sources import EventSource, start_at
 
 log = logging.getLogger("evapp")
@@ -47,7 +47,7 @@ class FrameItem:
     counts: np.ndarray  # [2, H, W] float32
     t_end_us: int  # stream time of the frame's last event
     received_at: float  # perf_counter() when the batch holding its last event reached the pipeline
-    frames_per_s: float  # frames completed in the last second of stream time (the decoder's motion measure)
+    frames_per_s: float  # frames per second over the last few frames (the decoder's motion measure)
     recording_us: int  # position in the recording (t_end_us without the loop offset), for the timeline
 
 
@@ -212,7 +212,7 @@ class Pipeline:
         self.with_frames = with_frames or engine is None
         self.is_live = source.is_live
         self.predictions = 0
-        self._recent_frames: deque[int] = deque()
+        self._motion = MotionRate()
 
         self.frame_queue = FrameQueue(self.LIVE_QUEUE_FRAMES if self.is_live else self.REPLAY_QUEUE_FRAMES,
                                       drop_oldest=self.is_live)
@@ -435,7 +435,7 @@ class Pipeline:
         done = self.binner.push(batch)
         shift = recording_us - int(batch["timestamp"][-1])
         for counts, t_end in zip(done.counts, done.t_end_us.tolist(), strict=True):
-            fps = self._frame_rate(t_end)
+            fps = self._motion.update(t_end)
             self.frame_queue.put(FrameItem(counts, t_end, received_at, fps, t_end + shift))
 
     def _live_batches(self) -> Iterator[tuple[np.ndarray, float, int]]:
@@ -504,17 +504,9 @@ class Pipeline:
 
     def _restart_stream(self) -> None:
         self.binner.reset()
-        self._recent_frames.clear()
+        self._motion.reset()
         self.frame_queue.clear_frames()
         self.frame_queue.put_marker(_Marker("reset"))
-
-    def _frame_rate(self, t_us: int) -> float:
-        """Frames completed in the last second of stream time: the decoder's measure of motion."""
-        recent = self._recent_frames
-        recent.append(t_us)
-        while recent[0] <= t_us - 1_000_000 or recent[0] > t_us:
-            recent.popleft()
-        return float(len(recent))
 
     def _inference_loop(self) -> None:
         try:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evapp.decoder import IDLE, Decoder, DecoderSettings
+from evapp.decoder import IDLE, Decoder, DecoderSettings, MotionRate, motion_rates
 from evapp.evaluate import confusion_png, stream_metrics
 from evapp.events import LabelInterval
 
@@ -31,6 +31,18 @@ def test_decoder_smoothing_averages_recent_answers():
         d = dec.update(0, one_hot(c, p=1.0))
     np.testing.assert_allclose(d.probs[[1, 2]], [2 / 3, 1 / 3])
     assert d.class_id == 1 and d.raw_class_id == 2
+
+
+def test_motion_rate_follows_the_last_frame_intervals():
+    # 2 s of pause at 2 frames/s, then a gesture at 40 frames/s, then a seek back to the start.
+    t = np.concatenate([np.arange(0, 2_000_000, 500_000), 2_000_000 + np.arange(1, 9) * 25_000])
+    rates = motion_rates(t)
+    assert rates[0] == 0 and rates[1] == pytest.approx(2.0) and rates[3] == pytest.approx(2.0)
+    assert rates[5] == pytest.approx(2 / 0.55)  # one gesture interval beside one pause interval
+    assert rates[6] == pytest.approx(40.0) and rates[-1] == pytest.approx(40.0)  # two intervals into the gesture
+    live = MotionRate()
+    assert [live.update(int(x)) for x in t] == pytest.approx(rates.tolist())
+    assert live.update(0) == 0.0  # time went backwards (a seek): a new stream, no interval yet
 
 
 def test_stream_metrics_match_hand_computed_numbers(tmp_path):

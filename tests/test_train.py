@@ -183,6 +183,9 @@ def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
     assert 0.0 <= artifact.metrics["clip_accuracy"] <= 1.0 and artifact.metrics["data_kind"] == "synthetic"
     card = (packaged / "models" / "tiny-saformer" / "README.md").read_text()
     assert "synthetic" in card and "not DVS128 Gesture" in card and "evapp" in card
+    # every decoder setting is written out; the idle threshold comes from the training split's pauses
+    assert set(artifact.decoder) == {"smoothing", "threshold", "hold", "idle_below_fps"}
+    assert artifact.decoder["idle_below_fps"] > 1.0 and f"idle below {artifact.decoder['idle_below_fps']}" in card
 
 
 def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged, dataset, tmp_path):
