@@ -133,11 +133,19 @@ def _region(ctx, param, value):
 
 def decoder_options(func):
     """--smoothing/--threshold/--hold/--idle-fps: override the decoder settings of the model."""
+    from evapp.decoder import DecoderSettings
+
+    d = DecoderSettings()
     options = [
-        click.option("--smoothing", type=click.IntRange(min=1), help="Answers averaged by the decoder (default 3)."),
-        click.option("--threshold", type=click.FloatRange(0, 1), help="Confidence needed to name a gesture (0.5)."),
-        click.option("--hold", type=click.IntRange(min=1), help="Answers a new label must lead before it shows (2)."),
-        click.option("--idle-fps", type=click.FloatRange(min=0), help="Frames/s below which the scene is idle (0)."),
+        click.option("--smoothing", type=click.IntRange(min=1),
+                     help=f"Answers averaged by the decoder (default: the model's, else {d.smoothing})."),
+        click.option("--threshold", type=click.FloatRange(0, 1),
+                     help=f"Confidence needed to name a gesture (the model's, else {d.threshold})."),
+        click.option("--hold", type=click.IntRange(min=1),
+                     help=f"Answers a new label must lead before it shows (the model's, else {d.hold})."),
+        click.option("--idle-fps", type=click.FloatRange(min=0),
+                     help="Frames/s over the last two frame intervals below which the scene is idle "
+                          f"(the model's, else {d.idle_below_fps:g}: never idle)."),
     ]
     for option in reversed(options):
         func = option(func)
