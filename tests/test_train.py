@@ -201,6 +201,13 @@ def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged,
     assert main(["package", str(tmp_path / "tuned"), str(tmp_path / "models" / "tuned")]) == 0
     card = (tmp_path / "models" / "tuned" / "README.md").read_text()
     assert f"started from `{packaged / 'run'}`, trained by `" in card and "(1 epochs" in card
+    # an artifact brings its config and its story too (re-packaging into the same folder replaces the artifact)
+    from evapp.train.loop import starting_weights
+
+    artifact = starting_weights(str(tmp_path / "models" / "tuned"))
+    assert artifact.overrides["T"] == 3 and artifact.lineage["epochs"] == 1
+    assert artifact.lineage["command"] == json.loads((tmp_path / "tuned" / "run.json").read_text())["command"]
+    assert artifact.lineage["init_from"]["path"] == str(packaged / "run")
     with pytest.raises(InputError, match="holds neither"):
         train(settings(dataset, tmp_path / "bad", init=str(tmp_path)), progress=False)
 

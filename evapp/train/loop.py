@@ -356,8 +356,8 @@ class StartingWeights:
 
 def starting_weights(init: str) -> StartingWeights:
     """``--init`` takes a weights file, a run folder (its best.safetensors) or an artifact (weights.safetensors).
-    The folder holding the weights says how they were made: a run's run.json (config, command, epochs) or an
-    artifact's config.json (config; its own card tells its story). A file anywhere else carries neither."""
+    The folder holding the weights says how they were made: a run's run.json or an artifact's config.json (model
+    config, command, epochs and the runs before). A file anywhere else carries neither."""
     path = Path(init)
     if path.is_dir():
         found = [path / name for name in ("best.safetensors", "weights.safetensors") if (path / name).is_file()]
@@ -376,8 +376,12 @@ def starting_weights(init: str) -> StartingWeights:
                        train_seconds=json.loads(history[-1]).get("elapsed_s") if history else None,
                        init_from=run.get("init_from"))
     elif (folder / "config.json").is_file():
-        model = json.loads((folder / "config.json").read_text()).get("model", {})
-        overrides = {k: v for k, v in model.items() if k not in ("name", "arch")}
+        config = json.loads((folder / "config.json").read_text())
+        overrides = {k: v for k, v in config.get("model", {}).items() if k not in ("name", "arch")}
+        training = config.get("training") or {}
+        if "command" in training:  # kept here too: re-packaging into the same folder replaces that artifact
+            lineage.update(command=training["command"], epochs=training.get("epochs_run"),
+                           train_seconds=training.get("train_seconds"), init_from=training.get("init_from"))
     return StartingWeights(path, overrides, lineage)
 
 
