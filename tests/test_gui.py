@@ -20,11 +20,12 @@ from evapp.snn.state import stateful_modules  # noqa: E402
 from evapp.sources import open_source  # noqa: E402
 from evapp.sources.aedat3 import write_labels_csv  # noqa: E402
 from evapp.sources.aedat4 import write_aedat4  # noqa: E402
+from evapp.sources.stream_server import T0_US as T0  # noqa: E402
+from evapp.sources.stream_server import free_port, start_server  # noqa: E402
 from tests.conftest import random_stream  # noqa: E402
 
 MODEL = "saformer-2-256"
 N = 4000
-T0 = 1_700_000_000_000_000
 
 
 @pytest.fixture(autouse=True)
@@ -189,8 +190,7 @@ def test_live_window_says_reconnecting_and_records(qtbot, tmp_path):
     back, and the Record button's file holds exactly the events the recorder received."""
     from evapp.recorder import AedatRecorder
     from evapp.sources.live import open_live
-    from evapp.sources.stream_server import free_port
-    from tests.test_live import T0, count_events, start_server, wait_line
+    from tests.test_live import count_events, wait_line
 
     port = free_port()
     first = start_server(port, 30_000, seed=21, rate=100_000)
