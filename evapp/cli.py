@@ -449,9 +449,11 @@ def _resolution(ctx, param, value):
               help="Dataset: write only this split's trials (e.g. held-out performances at another resolution).")
 @click.option("--vary-sensor", is_flag=True,
               help="Dataset: draw each trial's contrast threshold and noise rate at random (robust training sets).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Dataset: trials rendered in parallel processes (default: all cores; same files as one).")
 @click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, threshold, noise_hz, t0_us,
-             compression, dataset, users, lightings, train_users, split, vary_sensor, force) -> None:
+             compression, dataset, users, lightings, train_users, split, vary_sensor, workers, force) -> None:
     """Synthetic DVS gesture streams: an .aedat4 + labels CSV, or a DVS128-Gesture-layout dataset folder."""
     from pathlib import Path
 
@@ -469,7 +471,7 @@ def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, 
                                 lightings=tuple(x for x in lightings.split(",") if x), train_users=train_users,
                                 lighting=lighting, fps=fps, threshold=threshold, noise_hz=noise_hz, t0_us=t0_us,
                                 progress=lambda msg: log.info("%s", msg), compression=compression,
-                                vary_sensor=vary_sensor, split=split)
+                                vary_sensor=vary_sensor, split=split, workers=workers or os.cpu_count() or 1)
     except ValueError as exc:
         raise InputError(f"{exc}.") from None
     _print_json(summary)

@@ -249,6 +249,19 @@ def test_aedat4_round_trip_with_labels(tmp_path):
     assert read_labels_csv(csv_path, t0_us=first) == labels
 
 
+
+def test_dataset_workers_write_the_same_files(tmp_path):
+    """Trials rendered in a process pool are byte-identical to one process's, listed in the same order."""
+    kwargs = dict(n_users=3, lightings=("led", "natural"), seed=2, train_users=2, gesture_s=0.3, pause_s=0.2,
+                  vary_sensor=True)
+    one = write_dataset(tmp_path / "one", **kwargs)
+    seen = []
+    pool = write_dataset(tmp_path / "pool", workers=2, progress=seen.append, **kwargs)
+    assert (pool.train, pool.test, pool.events) == (one.train, one.test, one.events)
+    assert seen == one.train + one.test
+    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
 def test_dataset_layout_round_trip(tmp_path):
     info = write_dataset(tmp_path, n_users=2, lightings=("fluorescent", "natural"), seed=1,
                          train_users=1, gesture_s=0.4, pause_s=0.2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,59 @@ class DatasetInfo:
     duration_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Trial:
+    """One trial of a dataset: everything its process needs to render and write it."""
+
+    folder: Path
+    user: int
+    lighting_index: int
+    lighting: str
+    in_train: bool
+    seed: int
+    resolution: tuple[int, int]
+    gesture_s: float
+    pause_s: float
+    fps: float
+    params: DvsParams | None
+    vary_sensor: bool
+
+
+def _write_trial(job: _Trial) -> tuple[str, int, float]:
+    """Render and write one trial; returns (file name, events, duration in s)."""
+    subject_seed = int(np.random.SeedSequence([job.seed, 100, job.user]).generate_state(1)[0])
+    trial_seed = int(np.random.SeedSequence([job.seed, 200, job.user, job.lighting_index]).generate_state(1)[0])
+    rng = _rng(trial_seed, 9)
+    order = rng.permutation(len(GESTURE_CLASSES)).tolist()
+    t0 = int(rng.integers(1_000_000, 1_000_000_000))
+    trial_params = job.params
+    if job.vary_sensor:
+        threshold = float(rng.uniform(0.15, 0.5))
+        trial_params = replace(job.params or DvsParams(), threshold_on=threshold, threshold_off=threshold,
+                               noise_rate_hz=float(np.exp(rng.uniform(np.log(0.01), np.log(0.2)))))
+    events, labels, geometry = simulate_sequence(
+        order, trial_seed, job.resolution, pause_s=job.pause_s, gesture_s=job.gesture_s, fps=job.fps,
+        lighting=job.lighting, subject_seed=subject_seed, params=trial_params,
+    )
+    if tuple(job.resolution) == (128, 128):  # DVS128 Gesture's own format
+        name = f"user{job.user:02d}_{job.lighting}.aedat"
+        write_aedat3(job.folder / name, _shifted(events, t0))
+        write_labels_csv(labels_path_for(job.folder / name), labels, t0_us=t0)
+    else:  # AEDAT 3.1 holds only a DVS128; other sensors get the format their cameras write
+        name = f"user{job.user:02d}_{job.lighting}.aedat4"
+        write_recording(job.folder / name, events, labels, geometry, t0_us=t0)
+    duration_s = float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
+    return name, int(events.shape[0]), duration_s
+
+
+def _in_order(results, progress: Callable[[str], None] | None):
+    """Pass results through, reporting each trial's file name as it is written."""
+    for result in results:
+        if progress is not None:
+            progress(result[0])
+        yield result
+
+
 def write_dataset(
     folder: str | Path,
     n_users: int = 4,
@@ -75,6 +128,7 @@ def write_dataset(
     progress: Callable[[str], None] | None = None,
     vary_sensor: bool = False,
     split: str = "all",
+    workers: int = 1,
 ) -> DatasetInfo:
     """Write a folder laid out like DVS128 Gesture's ``DvsGesture/``.
 
@@ -90,7 +144,7 @@ def write_dataset(
     (0.15..0.5) and background-activity rate (0.01..0.2 Hz per pixel) at random around ``params``, so a model
     trained on the set does not learn one sensor's bias settings. ``split`` ``"train"`` or ``"test"`` writes
     only that split's trials, exactly as the whole set would have them (to render held-out performances at
-    another resolution).
+    another resolution). ``workers`` > 1 renders trials in that many processes (same files as one).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,42 +156,25 @@ def write_dataset(
     if train_users is None:
         train_users = n_users if n_users == 1 else min(n_users - 1, max(1, round(n_users * 23 / 29)))
     info = DatasetInfo(folder)
-    n_classes = len(GESTURE_CLASSES)
     if split not in ("all", "train", "test"):
         raise ValueError(f"split must be all, train or test, not {split!r}")
-    for user in range(1, n_users + 1):
-        in_train = user <= train_users
-        if (split == "train" and not in_train) or (split == "test" and in_train):
-            continue
-        subject_seed = int(np.random.SeedSequence([seed, 100, user]).generate_state(1)[0])
-        for li, lighting in enumerate(lightings):
-            trial_seed = int(np.random.SeedSequence([seed, 200, user, li]).generate_state(1)[0])
-            rng = _rng(trial_seed, 9)
-            order = rng.permutation(n_classes).tolist()
-            t0 = int(rng.integers(1_000_000, 1_000_000_000))
-            trial_params = params
-            if vary_sensor:
-                from dataclasses import replace
+    jobs = [_Trial(folder, user, li, lighting, user <= train_users, seed, tuple(resolution), gesture_s, pause_s,
+                   fps, params, vary_sensor)
+            for user in range(1, n_users + 1)
+            if split == "all" or (split == "train") == (user <= train_users)
+            for li, lighting in enumerate(lightings)]
+    if workers > 1 and len(jobs) > 1:
+        # Trials are independent and seeded by (seed, user, lighting) alone, so a pool writes the same files.
+        from concurrent.futures import ProcessPoolExecutor
 
-                threshold = float(rng.uniform(0.15, 0.5))
-                trial_params = replace(params or DvsParams(), threshold_on=threshold, threshold_off=threshold,
-                                       noise_rate_hz=float(np.exp(rng.uniform(np.log(0.01), np.log(0.2)))))
-            events, labels, _geometry = simulate_sequence(
-                order, trial_seed, resolution, pause_s=pause_s, gesture_s=gesture_s, fps=fps,
-                lighting=lighting, subject_seed=subject_seed, params=trial_params,
-            )
-            if tuple(resolution) == (128, 128):  # DVS128 Gesture's own format
-                name = f"user{user:02d}_{lighting}.aedat"
-                write_aedat3(folder / name, _shifted(events, t0))
-                write_labels_csv(labels_path_for(folder / name), labels, t0_us=t0)
-            else:  # AEDAT 3.1 holds only a DVS128; other sensors get the format their cameras write
-                name = f"user{user:02d}_{lighting}.aedat4"
-                write_recording(folder / name, events, labels, _geometry, t0_us=t0)
-            (info.train if in_train else info.test).append(name)
-            info.events += int(events.shape[0])
-            info.duration_s += float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
-            if progress is not None:
-                progress(name)
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            results = list(_in_order(pool.map(_write_trial, jobs), progress))
+    else:
+        results = list(_in_order(map(_write_trial, jobs), progress))
+    for job, (name, n_events, duration_s) in zip(jobs, results, strict=True):
+        (info.train if job.in_train else info.test).append(name)
+        info.events += n_events
+        info.duration_s += duration_s
     # A marker that says the set is synthetic, so a model card can never present it as DVS128 Gesture.
     (folder / SYNTHETIC_MARKER).write_text(json.dumps({
         "generator": "evapp simulate", "seed": seed, "users": n_users, "train_users": train_users,
@@ -189,6 +226,7 @@ def simulate_main(
     compression: str = "lz4",
     vary_sensor: bool = False,
     split: str = "all",
+    workers: int = 1,
 ) -> dict:
     """Entry point for ``evapp simulate``: one recording (``out_path`` = .aedat4) or a dataset folder.
 
@@ -196,8 +234,6 @@ def simulate_main(
     """
     params = DvsParams()
     if threshold is not None or noise_hz is not None:
-        from dataclasses import replace
-
         params = replace(
             params,
             **({"threshold_on": threshold, "threshold_off": threshold} if threshold is not None else {}),
@@ -207,7 +243,7 @@ def simulate_main(
     if dataset:
         info = write_dataset(out_path, n_users, lightings, seed, resolution, train_users, gesture_s, pause_s,
                              fps=fps, params=params, progress=progress, vary_sensor=vary_sensor,
-                             split=split)
+                             split=split, workers=workers)
         size = sum(p.stat().st_size for p in out_path.iterdir() if p.is_file())
         return {"folder": str(out_path), "train": info.train, "test": info.test, "events": info.events,
                 "duration_s": info.duration_s, "bytes": size}
