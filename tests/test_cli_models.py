@@ -63,6 +63,9 @@ def test_model_errors_are_one_sentence(tmp_path, capsys):
         (["--model", "sglformer-3-256", "--weights", str(tmp_path / "none.safetensors")], "does not exist"),
         (["--model", "sglformer-3-256", "--weights", str(path)], "not a readable safetensors file"),
         (["--weights", str(path)], "--weights needs --model"),
+        (["--model", "saformer-2-256", "--precision", "fp16"], "precision fp16 needs a CUDA device"),
+        (["--model", "saformer-2-256", "--cuda-graph"], "a CUDA graph needs a CUDA device"),
+        (["--model", "saformer-2-256", "--engine", "onnx", "--compile"], "apply to --engine torch"),
     ]
     for args, phrase in cases:
         code = main(["replay", str(path), "--headless", "--max-speed", "--device", "cpu", *args])

@@ -80,3 +80,36 @@ def test_cuda_graph_matches_eager(policy):
             np.testing.assert_allclose(b.logits, a.logits, rtol=0, atol=1e-4)
             assert b.spike_rate is None and b.frame_index == a.frame_index
     assert answers >= 3 and graphed._graph is not None
+
+
+def test_half_precision_runs_the_step_under_autocast():
+    """bf16 (the CPU's half precision) changes the logits a little, compiled or not; fp16 and tf32 want CUDA."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = tiny_model()
+    frames = synthetic_frames(7, 1, (32, 32), 300, seed=2)[:, 0]
+    exact = TorchEngine(copy.deepcopy(model), device="cpu", policy="persistent")
+    half = TorchEngine(copy.deepcopy(model), device="cpu", policy="persistent", precision="bf16")
+    half_compiled = TorchEngine(copy.deepcopy(model), device="cpu", policy="persistent", precision="bf16",
+                                compile="aot_eager")
+    diffs = []
+    for t in range(7):
+        (a,), (b,), (c,) = exact.feed(frames[t]), half.feed(frames[t]), half_compiled.feed(frames[t])
+        diffs.append(np.abs(a.logits - b.logits).max())
+        np.testing.assert_allclose(c.logits, b.logits, rtol=0, atol=1e-4)  # compile traces the autocast too
+        assert np.abs(a.probs - b.probs).max() < 0.1
+    assert max(diffs) > 1e-3, "bf16 gave fp32's logits: autocast is not applied"
+    assert half_compiled._compiled
+    for precision in ("fp16", "tf32"):
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            TorchEngine(copy.deepcopy(model), device="cpu", precision=precision)
+    with pytest.raises(ValueError, match="must be one of"):
+        TorchEngine(copy.deepcopy(model), device="cpu", precision="int8")
+
+
+def test_cli_precision_choices_are_the_engines():
+    from evapp.cli import PRECISION_CHOICES
+    from evapp.engine.torch_engine import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS

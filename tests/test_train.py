@@ -265,3 +265,14 @@ def test_stream_objective_trains_on_crops_across_gesture_boundaries(dataset, tmp
     history = [json.loads(line) for line in (tmp_path / "stream" / "metrics.jsonl").read_text().splitlines()]
     assert history[0]["step"] == 2 and np.isfinite(history[0]["train_loss"]) and history[0]["train_loss"] > 0
     assert result["framing"]["T"] == 3
+
+
+def test_recorded_command_is_what_a_user_types():
+    """run.json names the command as ``evapp ...`` however evapp was started (the card shows it)."""
+    from evapp.train.loop import command_line
+
+    args = ["train", "sglformer-3-256", "--data", "my data"]
+    assert command_line(["/venv/bin/evapp", *args]) == "evapp train sglformer-3-256 --data 'my data'"
+    assert command_line(["/src/evapp/__main__.py", *args]) == "evapp train sglformer-3-256 --data 'my data'"
+    assert command_line(["/src/other/__main__.py", *args]) == "/src/other/__main__.py train sglformer-3-256 " \
+                                                               "--data 'my data'"

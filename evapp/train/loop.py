@@ -385,18 +385,28 @@ def starting_weights(init: str) -> StartingWeights:
     return StartingWeights(path, overrides, lineage)
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as a user types it: ``evapp ...`` for the console script, ``python -m evapp`` and ``torchrun
+    -m evapp`` (whose argv[0] is the package's ``__main__.py``); anything else verbatim."""
+    import shlex
+
+    prog = Path(argv[0])
+    if prog.name == "evapp" or (prog.name == "__main__.py" and prog.parent.name == "evapp"):
+        return "evapp " + shlex.join(argv[1:])
+    return shlex.join(argv)
+
+
 def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Prepared, device,
                init_from: dict | None) -> None:
     """run.json: what ``evapp package`` needs to rebuild the model and write its card."""
-    import shlex
     import sys
 
     from evapp.binning import SensorMapping
 
     first = prepared.train[0]
     density = SensorMapping(first.geometry, prepared.framing.input_size).pixels_per_input_px
-    run = {"command": "evapp " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("evapp") else shlex.join(sys.argv),
-           "settings": asdict(settings), "model_overrides": overrides, "machine": machine_line(device),
+    run = {"command": command_line(sys.argv), "settings": asdict(settings), "model_overrides": overrides,
+           "machine": machine_line(device),
            "px_per_input_px": density, "world_size": _dist()[1], "init_from": init_from}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
