@@ -64,12 +64,12 @@ def test_inductor_step_compiles_once():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("policy", ["window", "staggered:2"])
-def test_cuda_graph_matches_eager(policy):
+@pytest.mark.parametrize("policy,precision", [("window", "fp32"), ("staggered:2", "fp32"), ("staggered:2", "fp16")])
+def test_cuda_graph_matches_eager(policy, precision):
     model = tiny_model()
     frames = synthetic_frames(7, 1, (32, 32), 300, seed=2)[:, 0]
-    eager = TorchEngine(copy.deepcopy(model), device="cuda", policy=policy)
-    graphed = TorchEngine(copy.deepcopy(model), device="cuda", policy=policy, cuda_graph=True)
+    eager = TorchEngine(copy.deepcopy(model), device="cuda", policy=policy, precision=precision)
+    graphed = TorchEngine(copy.deepcopy(model), device="cuda", policy=policy, cuda_graph=True, precision=precision)
     answers = 0
     for t in range(7):
         if t == 4:
