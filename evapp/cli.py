@@ -17,6 +17,7 @@ import traceback
 
 import click
 
+from evapp.cpu_memory import keep_freed_memory
 from evapp.errors import EvappError, InputError
 
 log = logging.getLogger("evapp")
@@ -53,6 +54,7 @@ def cli(debug: bool, verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="evapp: %(levelname)s: %(message)s",
                         force=True)
     log.setLevel(level)
+    keep_freed_memory()  # before torch allocates anything: see evapp/cpu_memory.py
 
 
 @cli.command()
