@@ -13,7 +13,6 @@ glibc's mmap and trim thresholds gets the same reuse without preloading a librar
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 # mallopt(3) parameter numbers (glibc's malloc.h)
@@ -24,12 +23,12 @@ KEEP_BYTES = 1 << 30  # blocks up to 1 GiB come from the heap, and up to 1 GiB o
 
 
 def keep_freed_memory(limit: int = KEEP_BYTES) -> bool:
-    """Raise glibc's mmap and trim thresholds to ``limit`` bytes; False where the C library is not glibc."""
+    """Raise glibc's mmap and trim thresholds to ``limit`` bytes; False where the C library has no mallopt or
+    refuses the values (not glibc)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt  # glibc's; musl has none
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded (find_library would run ldconfig)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
