@@ -59,8 +59,11 @@ def demo_rotations(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_model_recognises_demo_gestures(name, demo_rotations, shipped_models, capsys):
-    assert main(["eval-stream", str(demo_rotations), "--model", name, "--device", "cpu", "--json"]) == 0
+def test_shipped_model_recognises_demo_gestures(name, demo_rotations, shipped_models, tmp_path, capsys):
+    png = tmp_path / "confusion.png"
+    assert main(["eval-stream", str(demo_rotations), "--model", name, "--device", "cpu", "--confusion", str(png),
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert png.is_file()
     assert report["gestures"] == 2 and report["missed_gestures"] == 0 and report["false_alarms"] == 0
     assert report["frame_accuracy"] >= 0.8, report["confusion"]
