@@ -856,6 +856,7 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
     from evapp.evaluate import confusion_matrix_png
     from evapp.train.data import Framing, load_split
     from evapp.train.loop import evaluate_clips
+    from evapp.train.package import position_summary
 
     model, artifact = load_model(model_name, weights)
     cfg = model.cfg
@@ -881,6 +882,8 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
                f"clip accuracy {100 * result['clip_accuracy']:.2f} %")
     for name, acc in zip(cfg.class_names, result["per_class_accuracy"], strict=True):
         click.echo(f"  {name:28s} {100 * acc:6.2f} %")
+    click.echo("by position in the gesture (onset: the first T frames, offset: the last T): "
+               + position_summary(result["accuracy_by_position"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,18 +43,18 @@ def test_shipped_artifacts_load_and_the_default_is_the_most_accurate(shipped_mod
 def demo_rotations(tmp_path_factory):
     """right_arm_clockwise then right_arm_counter_clockwise (the demo's 4th and 5th gestures), cut from the demo
     recording into a real .aedat4 with its labels: the rotation sense is the demo's hardest distinction."""
-    from evapp.sources.aedat3 import labels_path_for
+    from evapp.sources.aedat3 import labels_path_for, read_labels_csv, write_labels_csv
     from evapp.sources.aedat4 import Aedat4Source, write_aedat4
 
-    rows = (DEMO.parent / "demo_labels.csv").read_text().splitlines()
-    header, kept = rows[0], rows[4:6]
-    start = int(kept[0].split(",")[1]) - 1_000_000
-    end = int(kept[1].split(",")[2]) + 500_000
+    kept = read_labels_csv(DEMO.parent / "demo_labels.csv")[3:5]  # absolute µs (no rebasing)
+    assert [lab.class_id for lab in kept] == [3, 4]
+    start = kept[0].start_us - 1_000_000
+    end = kept[1].end_us + 500_000
     source = Aedat4Source(DEMO)
     cut = np.concatenate([b[(b["timestamp"] >= start) & (b["timestamp"] <= end)] for b in source._raw_batches()])
     path = tmp_path_factory.mktemp("demo_cut") / "rotations.aedat4"
     write_aedat4(path, cut, source.geometry)
-    labels_path_for(path).write_text("\n".join([header, *kept]) + "\n")
+    write_labels_csv(labels_path_for(path), kept)
     return path
 
 

@@ -245,6 +245,28 @@ def test_eval_reports_clip_accuracy_and_a_confusion_png(packaged, dataset, tmp_p
     assert report["clips"] == artifact.metrics["clips"]
     assert report["clip_accuracy"] == pytest.approx(artifact.metrics["clip_accuracy"], abs=1e-4)
     assert np.asarray(report["confusion"]).sum() == report["clips"] and png.stat().st_size > 1000
+    by_position = report["accuracy_by_position"]
+    assert list(by_position) == ["onset", "steady", "offset"]
+    assert sum(r["clips"] for r in by_position.values()) == report["clips"]
+    assert sum(r["correct"] for r in by_position.values()) == np.trace(report["confusion"])
+    assert by_position["onset"]["clips"] > 0  # every gesture has a first window
+    assert artifact.metrics["accuracy_by_position"] == by_position
+    assert "by position in the gesture: onset" in (packaged / "models" / "tiny-saformer" / "README.md").read_text()
+
+
+def test_window_position_tells_gesture_transitions_from_full_swing():
+    from evapp.train.data import FramedTrial, Window, evaluation_windows, window_position
+
+    # a pause of 2 frames, 20 frames of class 3, a pause, 4 frames of class 5 (one window), and class 7 running
+    # off the end of the trial
+    labels = np.array([-1] * 2 + [3] * 20 + [-1] * 3 + [5] * 4 + [-1] + [7] * 9)
+    t = np.arange(labels.shape[0], dtype=np.int64) * 1000
+    ft = FramedTrial("x", None, [], (2, 2, 2), np.ones((labels.shape[0], 2, 2, 2), np.float32), t, labels)
+    windows = evaluation_windows([ft], 4)
+    found = [(w.start, w.label, window_position(ft, w, 4)) for w in windows]
+    assert found == [(2, 3, "onset"), (6, 3, "steady"), (10, 3, "steady"), (14, 3, "steady"), (18, 3, "offset"),
+                     (25, 5, "onset"), (30, 7, "onset"), (34, 7, "offset")]
+    assert window_position(ft, Window(0, 0, -1), 4) == "onset"  # the trial's own start is a boundary
 
 
 def test_idle_threshold_separates_pauses_from_gestures():

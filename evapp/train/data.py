@@ -201,6 +201,23 @@ def evaluation_windows(trials: list[FramedTrial], T: int) -> list[Window]:
     return out
 
 
+# Where a window lies in its gesture. The onset and offset windows hold the move from rest into the gesture
+# and back (the simulator blends over 0.3 s at each end), the hardest to name: separating them tells a
+# transition error from a confusion of two gestures in full swing.
+WINDOW_POSITIONS = ("onset", "steady", "offset")
+
+
+def window_position(trial: FramedTrial, window: Window, T: int) -> str:
+    """'onset' if the window starts within the first T frames of its gesture, else 'offset' if it ends within
+    the last T, else 'steady' (a trial's own start or end counts as a gesture boundary)."""
+    labels, s = trial.frame_labels, window.start
+    if s < T or np.any(labels[s - T : s] != window.label):
+        return "onset"
+    if s + 2 * T > labels.shape[0] or np.any(labels[s + T : s + 2 * T] != window.label):
+        return "offset"
+    return "steady"
+
+
 def training_windows(trials: list[FramedTrial], T: int, per_gesture: int, rng: np.random.Generator) -> list[Window]:
     """``per_gesture`` windows at random offsets inside each gesture (fixed-count framing makes many more
     frames per gesture than T, so random crops are the natural augmentation in time)."""

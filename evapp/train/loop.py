@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from evapp.errors import InputError
 from evapp.train.augment import Mixup, RandomFlip, SNNAugmentWide
 from evapp.train.data import (
+    WINDOW_POSITIONS,
     FramedTrial,
     Framing,
     Window,
@@ -37,6 +38,7 @@ from evapp.train.data import (
     load_split,
     stream_windows,
     training_windows,
+    window_position,
 )
 
 log = logging.getLogger("evapp")
@@ -150,7 +152,8 @@ def prepare_data(settings: TrainSettings, cfg) -> Prepared:
 @torch.no_grad()
 def evaluate_clips(model, trials: list[FramedTrial], T: int, device: torch.device, batch_size: int = 32,
                    limit: int | None = None) -> dict:
-    """Clip accuracy over every non-overlapping T-frame window inside a gesture, per class, and confusion.
+    """Clip accuracy over every non-overlapping T-frame window inside a gesture, per class, by position in the
+    gesture (``window_position``) and confusion.
 
     ``limit`` evaluates an evenly spaced subset of at most that many windows (a cheap per-epoch estimate)."""
     windows = evaluation_windows(trials, T)
@@ -158,6 +161,8 @@ def evaluate_clips(model, trials: list[FramedTrial], T: int, device: torch.devic
         windows = [windows[i] for i in np.linspace(0, len(windows) - 1, limit).round().astype(int)]
     k = model.num_classes
     confusion = np.zeros((k, k), np.int64)
+    positions = np.array([WINDOW_POSITIONS.index(window_position(trials[w.trial], w, T)) for w in windows], np.int64)
+    by_position = np.zeros((len(WINDOW_POSITIONS), 2), np.int64)  # [position, (windows, correct)]
     loss_sum = 0.0
     was_training = model.training
     model.eval()
@@ -166,12 +171,19 @@ def evaluate_clips(model, trials: list[FramedTrial], T: int, device: torch.devic
         x, y = batch_clips(trials, chunk, T)
         logits = model(x.to(device)).float().cpu()
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        np.add.at(confusion, (y.numpy(), logits.argmax(1).numpy()), 1)
+        predicted = logits.argmax(1).numpy()
+        np.add.at(confusion, (y.numpy(), predicted), 1)
+        np.add.at(by_position, (positions[i : i + batch_size], 0), 1)
+        np.add.at(by_position, (positions[i : i + batch_size], 1), (predicted == y.numpy()).astype(np.int64))
     model.train(was_training)
     n = int(confusion.sum())
     per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
     return {"clips": n, "clip_accuracy": float(confusion.trace() / max(n, 1)), "loss": loss_sum / max(n, 1),
-            "per_class_accuracy": [round(float(a), 4) for a in per_class], "confusion": confusion.tolist()}
+            "per_class_accuracy": [round(float(a), 4) for a in per_class], "confusion": confusion.tolist(),
+            "accuracy_by_position": {
+                name: {"clips": int(total), "correct": int(right),
+                       "accuracy": round(float(right / total), 4) if total else None}
+                for name, (total, right) in zip(WINDOW_POSITIONS, by_position, strict=True)}}
 
 
 def _stream_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:

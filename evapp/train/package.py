@@ -88,7 +88,8 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
         extra[str(other)] = evaluate_weights(model, other, thinned)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     metrics = {"clip_accuracy": round(main["clip_accuracy"], 4), "clips": main["clips"],
-               "per_class_accuracy": main["per_class_accuracy"], "data_kind": dataset_kind(data),
+               "per_class_accuracy": main["per_class_accuracy"],
+               "accuracy_by_position": main["accuracy_by_position"], "data_kind": dataset_kind(data),
                "also": {k: {"clip_accuracy": round(v["clip_accuracy"], 4), "clips": v["clips"]}
                         for k, v in extra.items()}}
     pre = Preprocessing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, tuple(cfg.class_names), framing.mode,
@@ -101,6 +102,16 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
                    training=training, card=card)
     return {"artifact": str(artifact_dir), "clip_accuracy": metrics["clip_accuracy"], "clips": main["clips"],
             "also": metrics["also"], "decoder": decoder}
+
+
+def position_summary(by_position: dict) -> str:
+    """'onset 88.5 % of 165, steady 98.5 % of 2593, offset 89.1 % of 165': accuracy and windows per position
+    of a window in its gesture (``evapp.train.data.window_position``)."""
+    parts = []
+    for name, result in by_position.items():
+        accuracy = "n/a" if result["accuracy"] is None else f"{100 * result['accuracy']:.1f} %"
+        parts.append(f"{name} {accuracy} of {result['clips']}")
+    return ", ".join(parts)
 
 
 def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, history: list, policy: str,
@@ -140,6 +151,7 @@ def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, hist
         f"- {kind} test split: **{100 * main['clip_accuracy']:.2f} %** of {main['clips']} clips "
         f"({main['trials']} trials)",
     ]
+    lines.append("- by position in the gesture: " + position_summary(main["accuracy_by_position"]))
     for name, res in extra.items():
         lines.append(f"- `{name}`: {100 * res['clip_accuracy']:.2f} % of {res['clips']} clips ({res['trials']} trials)")
     lines += ["", "| class | accuracy |", "|---|---|"]
