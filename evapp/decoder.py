@@ -3,7 +3,8 @@
 Raw answers flicker: a window that straddles two gestures, a pause, a noisy frame. The decoder smooths the
 probability vectors over the last few answers, names a gesture only when the smoothed confidence passes a
 threshold, says "idle" when the scene is quiet (few frames per second: frames hold a fixed number of events,
-so a slow frame rate means little motion; see ``motion_rates``), and switches from one gesture to another
+so a slow frame rate means little motion; see ``motion_rates``; the threshold follows the stream's own motion
+floor down, see ``MotionFloor``), and switches from one gesture to another
 only after the new one has led for ``hold`` consecutive answers (hysteresis). Its settings live in the model
 artifact and can be overridden on the command line.
 """
@@ -51,6 +52,59 @@ class MotionRate:
         return float(motion_rates(self._recent, self._recent.maxlen - 1)[-1])
 
 
+def time_weighted_quantile(values, weights, q: float) -> float:
+    """The value below which a fraction ``q`` of the total weight lies (weights: the time each value lasted)."""
+    values, weights = np.asarray(values, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    if cumulative.shape[0] == 0 or cumulative[-1] <= 0:
+        return float("nan")
+    return float(values[order][min(np.searchsorted(cumulative, q * cumulative[-1]), order.shape[0] - 1)])
+
+
+# The stream's motion floor: the motion rate that the quietest tenth of the last minute stays below (weighted by
+# time, not by frame: a gesture makes ten times the frames of a pause, so a per-frame quantile would be a gesture's
+# rate). A quiet scene sets it: sensor noise and residual motion, which differ between sensors and settings. The
+# idle threshold is calibrated on the training sensor; on a stream whose floor is lower than the training
+# streams' (a larger sensor thinned to the training density, a low-noise camera), the same absolute threshold
+# calls slow gestures idle. Chosen on the synthetic tuning recordings (saformer-2-256, `staggered:8`): frame
+# accuracy 87.9 -> 90.0 % and 54.2 -> 67.7 % (misses 4 -> 1) on two, unchanged on the third, no false alarm added;
+# a 30 s horizon gave the same, the 20th percentile less. Scaling only ever lowers the threshold.
+FLOOR_QUANTILE = 0.1
+FLOOR_HORIZON_S = 60.0
+FLOOR_WARMUP_S = 5.0  # before this much of the stream has been seen, the absolute threshold holds
+
+
+class MotionFloor:
+    """The stream's motion floor (``FLOOR_QUANTILE`` of the motion rate over the last ``FLOOR_HORIZON_S``, time
+    weighted), from the rate at each answer and the time since the previous one."""
+
+    def __init__(self):
+        self._samples: deque[tuple[int, float, float]] = deque()  # (t_us, rate, weight_us)
+        self._first_us: int | None = None
+
+    def reset(self) -> None:
+        self._samples.clear()
+        self._first_us = None
+
+    def update(self, t_us: int, fps: float) -> None:
+        if self._samples and t_us < self._samples[-1][0]:  # a seek backwards starts a new stream
+            self.reset()
+        if self._first_us is None:
+            self._first_us = t_us
+        weight = t_us - self._samples[-1][0] if self._samples else 0
+        self._samples.append((t_us, fps, weight))
+        while self._samples[0][0] <= t_us - FLOOR_HORIZON_S * 1e6:
+            self._samples.popleft()
+
+    def floor(self) -> float | None:
+        """The floor in frames/s, or None while less than ``FLOOR_WARMUP_S`` of the stream has been seen."""
+        if self._first_us is None or self._samples[-1][0] - self._first_us < FLOOR_WARMUP_S * 1e6:
+            return None
+        _, rates, weights = zip(*self._samples, strict=True)
+        return time_weighted_quantile(rates, weights, FLOOR_QUANTILE)
+
+
 # Defaults chosen on two synthetic 640x480 tuning recordings (`evapp simulate --seed 7` and `--seed 9`, the demo's
 # other settings), never on the demo itself: with `staggered:8` answers, averaging 2 answers at a threshold of
 # 0.3 with no extra hold gave the best frame accuracy without a false alarm (57.3 %, median latency 595 ms on
@@ -62,6 +116,9 @@ class DecoderSettings:
     threshold: float = 0.3  # smoothed confidence needed to name a gesture
     hold: int = 1  # consecutive answers a new gesture must lead before the label switches
     idle_below_fps: float = 0.0  # frames per second below which the scene counts as idle (0 = never idle)
+    # the training streams' motion floor (``MotionFloor``); a stream with a lower floor scales the idle threshold
+    # down by the ratio (0 = the absolute threshold everywhere)
+    idle_floor_fps: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict | None) -> DecoderSettings:
@@ -88,9 +145,19 @@ class Decoder:
 
     def reset(self) -> None:
         self._recent: deque[np.ndarray] = deque(maxlen=max(1, int(self.settings.smoothing)))
+        self._floor = MotionFloor()
         self._label = IDLE
         self._candidate = IDLE
         self._candidate_run = 0
+
+    def idle_threshold(self) -> float:
+        """Frames/s below which the scene is idle now: the setting, scaled down on a stream whose motion floor
+        lies below the training streams' (``MotionFloor``)."""
+        s = self.settings
+        floor = self._floor.floor() if s.idle_floor_fps > 0 else None
+        if floor is None or not floor < s.idle_floor_fps:
+            return s.idle_below_fps
+        return s.idle_below_fps * floor / s.idle_floor_fps
 
     def update(self, t_us: int, probs: np.ndarray, fps: float | None = None) -> Decision:
         """Feed one engine answer (probabilities at stream time ``t_us``, current frames per second)."""
@@ -100,7 +167,10 @@ class Decoder:
         smooth = np.mean(self._recent, axis=0)
         top = int(np.argmax(smooth))
         confidence = float(smooth[top])
-        if fps is not None and fps < s.idle_below_fps:
+        if fps is not None:
+            self._floor.update(t_us, fps)
+        # the floor only ever lowers the threshold: it is looked up only when the rate is below the setting
+        if fps is not None and fps < s.idle_below_fps and fps < self.idle_threshold():
             wanted = IDLE
         elif confidence >= s.threshold:
             wanted = top

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evapp.decoder import IDLE, Decoder, DecoderSettings, MotionRate, motion_rates
+from evapp.decoder import IDLE, Decoder, DecoderSettings, MotionFloor, MotionRate, motion_rates
 from evapp.evaluate import confusion_png, stream_metrics
 from evapp.events import LabelInterval
 
@@ -22,6 +22,43 @@ def test_decoder_hysteresis_threshold_and_idle():
     flat = np.full(11, 1 / 11)
     dec.reset()
     assert [dec.update(i, flat, fps=30).class_id for i in range(4)] == [IDLE] * 4  # never confident
+
+
+def test_motion_floor_is_weighted_by_time_and_forgets_after_a_minute():
+    floor = MotionFloor()
+    for k in range(21):  # 20 s of quiet scene, an answer a second at 1 frame/s
+        floor.update(k * 1_000_000, 1.0)
+    for k in range(1, 401):  # 10 s of gesture, 40 answers a second at 40 frames/s: 400 of the 421 answers
+        floor.update(20_000_000 + k * 25_000, 40.0)
+    assert floor.floor() == 1.0  # a per-answer quantile would say 40
+    for k in range(1, 2401):  # a further minute of gesture only: the quiet scene has left the horizon
+        floor.update(30_000_000 + k * 25_000, 40.0)
+    assert floor.floor() == 40.0
+    floor.update(0, 1.0)  # a seek backwards: a new stream, not yet warmed up
+    assert floor.floor() is None
+
+
+def test_idle_threshold_follows_a_quieter_stream_floor_down_and_never_up():
+    slow_gesture = one_hot(5)
+
+    def shown_after_quiet(settings, quiet_fps, quiet_s=10):
+        dec = Decoder(settings)
+        for k in range(quiet_s + 1):  # a quiet scene, an answer a second
+            dec.update(k * 1_000_000, np.full(11, 1 / 11), fps=quiet_fps)
+        labels = [dec.update((quiet_s + 1) * 1_000_000 + k * 300_000, slow_gesture, fps=3.0).class_id
+                  for k in range(3)]
+        return labels, dec.idle_threshold()
+
+    relative = DecoderSettings(smoothing=1, threshold=0.5, hold=1, idle_below_fps=4.0, idle_floor_fps=2.0)
+    # the stream's floor (1 frame/s) is half the training streams' (2): the threshold halves, the slow gesture shows
+    assert shown_after_quiet(relative, 1.0) == ([5, 5, 5], 2.0)
+    # the absolute rule calls the same gesture idle
+    absolute = DecoderSettings(smoothing=1, threshold=0.5, hold=1, idle_below_fps=4.0)
+    assert shown_after_quiet(absolute, 1.0) == ([IDLE] * 3, 4.0)
+    # a noisier stream than the training streams keeps the calibrated threshold (never raised)
+    assert shown_after_quiet(relative, 3.5) == ([IDLE] * 3, 4.0)
+    # before 5 s of stream the floor is not known: the calibrated threshold holds
+    assert shown_after_quiet(relative, 1.0, quiet_s=3) == ([IDLE] * 3, 4.0)
 
 
 def test_decoder_smoothing_averages_recent_answers():

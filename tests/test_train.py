@@ -184,8 +184,9 @@ def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
     card = (packaged / "models" / "tiny-saformer" / "README.md").read_text()
     assert "synthetic" in card and "not DVS128 Gesture" in card and "evapp" in card
     # every decoder setting is written out; the idle threshold comes from the training split's pauses
-    assert set(artifact.decoder) == {"smoothing", "threshold", "hold", "idle_below_fps"}
+    assert set(artifact.decoder) == {"smoothing", "threshold", "hold", "idle_below_fps", "idle_floor_fps"}
     assert artifact.decoder["idle_below_fps"] > 1.0 and f"idle below {artifact.decoder['idle_below_fps']}" in card
+    assert artifact.decoder["idle_floor_fps"] > 0 and f"streams' {artifact.decoder['idle_floor_fps']} frames/s" in card
 
 
 def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged, dataset, tmp_path):
@@ -271,7 +272,7 @@ def test_window_position_tells_gesture_transitions_from_full_swing():
 
 def test_idle_threshold_separates_pauses_from_gestures():
     from evapp.train.data import FramedTrial
-    from evapp.train.package import idle_rate_threshold
+    from evapp.train.package import idle_rate_threshold, motion_floor
 
     # 3 s of pause at 2 frames/s, then 3 s of gesture at 40 frames/s, then a pause again.
     t = np.concatenate([np.arange(0, 3e6, 5e5), np.arange(3e6, 6e6, 2.5e4), np.arange(6e6, 9e6, 5e5)]).astype(np.int64)
@@ -279,6 +280,8 @@ def test_idle_threshold_separates_pauses_from_gestures():
     ft = FramedTrial("x", None, [], (2, 4, 4), np.ones((t.shape[0], 2, 4, 4), np.float32), t, labels)
     threshold = idle_rate_threshold([ft])
     assert 3 <= threshold <= 40
+    # the motion floor is weighted by time: 6 of the 9 s are quiet, though the gesture makes most of the frames
+    assert motion_floor([ft]) == 2.0
 
 
 def test_stream_objective_trains_on_crops_across_gesture_boundaries(dataset, tmp_path):

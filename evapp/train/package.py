@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evapp.decoder import DecoderSettings, motion_rates
+from evapp.decoder import FLOOR_QUANTILE, DecoderSettings, motion_rates, time_weighted_quantile
 from evapp.engine.artifact import Preprocessing, write_artifact
 from evapp.errors import InputError
 from evapp.train.data import Framing, load_split
@@ -52,6 +52,18 @@ def idle_rate_threshold(trials, quantile: float = 0.1) -> float:
     return round(float(np.quantile(pauses, quantile)) + 1.0, 2)
 
 
+def motion_floor(trials) -> float:
+    """The training streams' motion floor, as ``evapp.decoder.MotionFloor`` measures a live stream's: the
+    time-weighted ``FLOOR_QUANTILE`` of each trial's motion rate (a synthetic trial lasts about 45 s, close to
+    the live horizon of 60 s), the median over trials (the synthetic set varies the sensor's noise and
+    threshold per trial: 1.8 to 7.4 frames/s between its 10th and 90th percentile trials)."""
+    floors = []
+    for ft in trials:
+        if len(ft) > 2:
+            floors.append(time_weighted_quantile(motion_rates(ft.t_end_us)[1:], np.diff(ft.t_end_us), FLOOR_QUANTILE))
+    return round(float(np.median(floors)), 2) if floors else 0.0
+
+
 def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path | None = None,
                 policy: str = "window", decoder: dict | None = None, also: list[str] | None = None) -> dict:
     """Evaluate ``run_dir/best.safetensors`` on the test split and write an artifact to ``artifact_dir``.
@@ -78,8 +90,10 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
     framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, settings["framing"])
     main = evaluate_weights(model, data, framing)
     decoder = dict(decoder or {})
-    if "idle_below_fps" not in decoder:  # calibrated on the training split, never on the evaluation data
-        decoder["idle_below_fps"] = idle_rate_threshold(load_split(data, "train", framing))
+    if "idle_below_fps" not in decoder or "idle_floor_fps" not in decoder:
+        train_trials = load_split(data, "train", framing)  # calibrated on the training split, never on test data
+        decoder.setdefault("idle_below_fps", idle_rate_threshold(train_trials))
+        decoder.setdefault("idle_floor_fps", motion_floor(train_trials))
     decoder = DecoderSettings.from_dict(decoder).to_dict()  # every setting written out: the artifact says it all
     reference = run.get("px_per_input_px", 1.0)
     extra = {}
@@ -126,7 +140,8 @@ def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, hist
         "pixel than the training sensor is thinned to the training density while binning.",
         f"Decoder (`evapp/decoder.py`): {decoder['smoothing']} answers averaged, confidence threshold "
         f"{decoder['threshold']}, a new label leads {decoder['hold']} answer(s) before it shows, idle below "
-        f"{decoder['idle_below_fps']} frames/s (calibrated on the training split's pauses).",
+        f"{decoder['idle_below_fps']} frames/s (calibrated on the training split's pauses), scaled down on a "
+        f"stream whose motion floor lies below the training streams' {decoder['idle_floor_fps']} frames/s.",
         "",
         f"**Trained on {kind} data** (`{training['data']}`)"
         + (": synthetic gesture streams from `evapp simulate`, not DVS128 Gesture. These numbers say nothing "
