@@ -136,7 +136,8 @@ def _region(ctx, param, value):
 
 
 def decoder_options(func):
-    """--smoothing/--threshold/--hold/--idle-fps: override the decoder settings of the model."""
+    """--smoothing/--threshold/--hold/--idle-fps/--idle-floor-fps: override the model's decoder settings; the
+    command gets them as one ``decoder_overrides`` dict of the options given (DecoderSettings field names)."""
     from evapp.decoder import DecoderSettings
 
     d = DecoderSettings()
@@ -150,10 +151,20 @@ def decoder_options(func):
         click.option("--idle-fps", type=click.FloatRange(min=0),
                      help="Frames/s over the last two frame intervals below which the scene is idle "
                           f"(the model's, else {d.idle_below_fps:g}: never idle)."),
+        click.option("--idle-floor-fps", type=click.FloatRange(min=0),
+                     help="The training streams' motion floor: a stream whose own floor is lower scales the idle "
+                          f"threshold down by the ratio (the model's, else {d.idle_floor_fps:g}: never scaled)."),
     ]
+
+    @functools.wraps(func)
+    def wrapper(*args, smoothing, threshold, hold, idle_fps, idle_floor_fps, **kwargs):
+        given = {"smoothing": smoothing, "threshold": threshold, "hold": hold, "idle_below_fps": idle_fps,
+                 "idle_floor_fps": idle_floor_fps}
+        return func(*args, decoder_overrides={k: v for k, v in given.items() if v is not None}, **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapper = option(wrapper)
+    return wrapper
 
 
 # evapp.engine.torch_engine.PRECISIONS, spelled out so that the CLI starts without importing torch (a test keeps
@@ -219,18 +230,13 @@ def model_options(func):
     return func
 
 
-def _decoder(smoothing, threshold, hold, idle_fps, model_name: str | None = None):
+def _decoder(overrides: dict | None, model_name: str | None = None):
     """The model artifact's decoder settings (or the defaults), with the command line's overrides."""
     from evapp.decoder import Decoder, DecoderSettings
     from evapp.engine.loading import find_artifact
 
     artifact = find_artifact(model_name) if model_name else None
-    settings = DecoderSettings.from_dict(artifact.decoder if artifact else None)
-    for key, value in (("smoothing", smoothing), ("threshold", threshold), ("hold", hold),
-                       ("idle_below_fps", idle_fps)):
-        if value is not None:
-            setattr(settings, key, value)
-    return Decoder(settings)
+    return Decoder(DecoderSettings.from_dict({**(artifact.decoder if artifact else {}), **(overrides or {})}))
 
 
 def _resolve_model_name(model_name: str | None, no_model: bool = False) -> str | None:
@@ -285,8 +291,7 @@ def _model_frame_settings(model_name, cfg, events_per_frame, input_size):
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
 def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, model_name, no_model, weights,
-           policy, device, engine_kind, torch_opts, smoothing, threshold, hold, idle_fps, with_frames,
-           headless) -> None:
+           policy, device, engine_kind, torch_opts, decoder_overrides, with_frames, headless) -> None:
     """Replay a recording (.aedat4, .aedat, .npy, .raw, .dat) or a tcp://HOST:PORT stream."""
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
@@ -299,7 +304,7 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
         engine, cfg = _make_engine(model_name, weights, policy, device, engine_kind, torch_opts)
         class_names = cfg.class_names
         events_per_frame, input_size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
-        decoder = _decoder(smoothing, threshold, hold, idle_fps, model_name)
+        decoder = _decoder(decoder_overrides, model_name)
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
     pipeline = Pipeline(source, events_per_frame or 5000, input_size or 128, region, options, engine=engine,
@@ -309,8 +314,7 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     if not headless:  # the window (evapp/gui), driving this same pipeline
         from evapp.cli_live import replay_window
 
-        return replay_window(pipeline, model_name, weights, policy, device, (smoothing, threshold, hold, idle_fps),
-                             file, torch_opts)
+        return replay_window(pipeline, model_name, weights, policy, device, decoder_overrides, file, torch_opts)
     from evapp.interrupts import stop_requests
 
     with stop_requests() as stop:
@@ -406,8 +410,8 @@ def models(as_json: bool) -> None:
 @click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
               help="Where to save the confusion matrix PNG (default: FILE's name + _confusion.png, here).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
-def eval_stream(file, model_name, weights, policy, device, engine_kind, torch_opts, events_per_frame, region, smoothing,
-                threshold, hold, idle_fps, confirm, confusion_path, as_json) -> None:
+def eval_stream(file, model_name, weights, policy, device, engine_kind, torch_opts, events_per_frame, region,
+                decoder_overrides, confirm, confusion_path, as_json) -> None:
     """Run the pipeline over a labelled recording: frame accuracy, decision latency, misses, false alarms."""
     from pathlib import Path
 
@@ -425,7 +429,7 @@ def eval_stream(file, model_name, weights, policy, device, engine_kind, torch_op
     if source.is_live:
         raise InputError("eval-stream needs a labelled recording, not a live stream.")
     pipeline = Pipeline(source, events_per_frame, input_size, region, ReplayOptions(speed=None), engine=engine,
-                        decoder=_decoder(smoothing, threshold, hold, idle_fps, model_name),
+                        decoder=_decoder(decoder_overrides, model_name),
                         class_names=cfg.class_names,
                         with_frames=True)
     frame_t, decision_t, decision_cls, step_ms = [], [], [], []

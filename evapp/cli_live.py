@@ -28,9 +28,9 @@ log = logging.getLogger("evapp")
 class EngineFactory:
     """Builds (engine, decoder, class names, N, input size) for a model choice; the window calls it again."""
 
-    def __init__(self, weights, decoder_args: tuple, torch_opts: TorchOptions = EXACT_EAGER):
+    def __init__(self, weights, decoder_overrides: dict | None = None, torch_opts: TorchOptions = EXACT_EAGER):
         self.weights = weights
-        self.decoder_args = decoder_args
+        self.decoder_overrides = decoder_overrides  # the command line's, kept when the window switches model
         self.torch_opts = torch_opts  # the command line's torch fast paths, kept when the window switches model
 
     def __call__(self, model_name: str | None, policy: str, device: str, events_per_frame=None, input_size=None,
@@ -40,7 +40,7 @@ class EngineFactory:
         opts = self.torch_opts if engine_kind == "torch" else EXACT_EAGER
         engine, cfg = _make_engine(model_name, self.weights, policy, device, engine_kind, opts)
         n, size = _model_frame_settings(model_name, cfg, events_per_frame, input_size)
-        return engine, _decoder(*self.decoder_args, model_name), cfg.class_names, n, size
+        return engine, _decoder(self.decoder_overrides, model_name), cfg.class_names, n, size
 
 
 def open_window(pipeline, factory: EngineFactory, model_name, policy, device, title: str, stop: list,
@@ -69,8 +69,8 @@ def open_window(pipeline, factory: EngineFactory, model_name, policy, device, ti
 @click.option("--frames", "with_frames", is_flag=True, help="With --model, also print the frame lines.")
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
-         model_name, no_model, weights, policy, device, engine_kind, torch_opts, smoothing, threshold, hold, idle_fps,
-         with_frames, duration_s) -> None:
+         model_name, no_model, weights, policy, device, engine_kind, torch_opts, decoder_overrides, with_frames,
+         duration_s) -> None:
     """Recognise gestures live from a camera or a tcp://HOST:PORT stream; reconnects when it drops."""
     from evapp.pipeline import Pipeline
     from evapp.recorder import AedatRecorder, check_record_path
@@ -81,7 +81,7 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
     if weights and not model_name:
         raise InputError("--weights needs --model NAME.")
     model_name = _resolve_model_name(model_name, no_model)
-    factory = EngineFactory(weights, (smoothing, threshold, hold, idle_fps), torch_opts)
+    factory = EngineFactory(weights, decoder_overrides, torch_opts)
     engine, decoder, class_names, n, size = factory(model_name, policy, device, events_per_frame, input_size,
                                                     engine_kind=engine_kind)
     source = open_live(camera)
@@ -120,10 +120,10 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         source.close()
 
 
-def replay_window(pipeline, model_name, weights, policy, device, decoder_args: tuple, file: str,
+def replay_window(pipeline, model_name, weights, policy, device, decoder_overrides: dict | None, file: str,
                   torch_opts: TorchOptions = EXACT_EAGER) -> None:
     """``evapp replay FILE`` without --headless: the window on a replay that waits at its end for a seek."""
-    factory = EngineFactory(weights, decoder_args, torch_opts)
+    factory = EngineFactory(weights, decoder_overrides, torch_opts)
     pipeline.hold_at_end = True
     with stop_requests() as stop:
         try:

@@ -48,7 +48,7 @@ def labelled_recording(tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, labelled_recording):
-    factory = EngineFactory(None, (None, None, None, None))
+    factory = EngineFactory(None)
     engine, decoder, names, n, size = factory(MODEL, "persistent", "cpu", N)
     source = open_source(labelled_recording)
     pipeline = Pipeline(source, n, size, None, ReplayOptions(speed=1.0), engine=engine, decoder=decoder,
@@ -197,7 +197,7 @@ def test_live_window_says_reconnecting_and_records(qtbot, tmp_path):
     second = None
     source = open_live(f"tcp://127.0.0.1:{port}")
     pipeline = Pipeline(source, 5000, 128, None, keep_view_events=True)
-    win = MainWindow(pipeline, EngineFactory(None, (None,) * 4), None, "window", "cpu", "live",
+    win = MainWindow(pipeline, EngineFactory(None), None, "window", "cpu", "live",
                      recorder_factory=lambda path: AedatRecorder(path, source.geometry, force=True))
     qtbot.addWidget(win)
     try:

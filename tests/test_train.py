@@ -301,3 +301,27 @@ def test_recorded_command_is_what_a_user_types():
     assert command_line(["/src/evapp/__main__.py", *args]) == "evapp train sglformer-3-256 --data 'my data'"
     assert command_line(["/src/other/__main__.py", *args]) == "/src/other/__main__.py train sglformer-3-256 " \
                                                                "--data 'my data'"
+
+
+def test_decoder_options_on_the_command_line_override_the_artifacts(packaged, dataset, monkeypatch, capfd):
+    from evapp.cli import _decoder
+
+    monkeypatch.setenv("EVAPP_MODELS", str(packaged / "models"))
+    artifact = read_artifact(packaged / "models" / "tiny-saformer")
+    settings = _decoder({"hold": 3, "idle_floor_fps": 0.0}, "tiny-saformer").settings
+    assert (settings.hold, settings.idle_floor_fps) == (3, 0.0)
+    assert (settings.smoothing, settings.idle_below_fps) == (artifact.decoder["smoothing"],
+                                                             artifact.decoder["idle_below_fps"])
+    trial = str(find_trials(dataset, "test")[0].path)
+    reports = []
+    # a zero confidence threshold names a gesture at every answer, unless the idle rule says the scene is quiet:
+    # never with --idle-fps 0, always with 1e6 (every frame comes slower than a million a second)
+    for idle_fps in ("0", "1e6"):
+        assert main(["eval-stream", trial, "--model", "tiny-saformer", "--device", "cpu", "--threshold", "0",
+                     "--idle-fps", idle_fps, "--idle-floor-fps", "0", "--json",
+                     "--confusion", str(packaged / f"c{idle_fps}.png")]) == 0
+        reports.append(json.loads(capfd.readouterr().out))
+    never, always = reports
+    assert np.asarray(never["confusion"])[:, -1].sum() == 0  # no frame shown idle
+    assert np.asarray(always["confusion"])[:, -1].sum() == always["frames_in_gestures"]  # every frame shown idle
+    assert always["false_alarms"] == 0 and always["missed_gestures"] == always["gestures"]

@@ -32,7 +32,7 @@ DEFAULT_RATES = (50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 600e3, 800e3)
 def _factory():
     from evapp.cli_live import EngineFactory
 
-    return EngineFactory(None, (None, None, None, None))
+    return EngineFactory(None)
 
 
 def measure_latency(model: str, seconds: float, window: bool, policy: str) -> dict:
