@@ -168,7 +168,7 @@ class Decoder:
         smooth = np.mean(self._recent, axis=0)
         top = int(np.argmax(smooth))
         confidence = float(smooth[top])
-        if fps is not None:
+        if fps is not None and s.idle_floor_fps > 0:  # the floor is tracked only where it is used
             self._floor.update(t_us, fps)
         # the floor only ever lowers the threshold: it is looked up only when the rate is below the setting
         if fps is not None and fps < s.idle_below_fps and fps < self.idle_threshold():

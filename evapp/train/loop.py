@@ -162,7 +162,7 @@ def evaluate_clips(model, trials: list[FramedTrial], T: int, device: torch.devic
     k = model.num_classes
     confusion = np.zeros((k, k), np.int64)
     positions = np.array([WINDOW_POSITIONS.index(window_position(trials[w.trial], w, T)) for w in windows], np.int64)
-    by_position = np.zeros((len(WINDOW_POSITIONS), 2), np.int64)  # [position, (windows, correct)]
+    hits = np.zeros(len(windows), bool)
     loss_sum = 0.0
     was_training = model.training
     model.eval()
@@ -173,17 +173,18 @@ def evaluate_clips(model, trials: list[FramedTrial], T: int, device: torch.devic
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         predicted = logits.argmax(1).numpy()
         np.add.at(confusion, (y.numpy(), predicted), 1)
-        np.add.at(by_position, (positions[i : i + batch_size], 0), 1)
-        np.add.at(by_position, (positions[i : i + batch_size], 1), (predicted == y.numpy()).astype(np.int64))
+        hits[i : i + batch_size] = predicted == y.numpy()
     model.train(was_training)
     n = int(confusion.sum())
     per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    totals = np.bincount(positions, minlength=len(WINDOW_POSITIONS))
+    rights = np.bincount(positions[hits], minlength=len(WINDOW_POSITIONS))
     return {"clips": n, "clip_accuracy": float(confusion.trace() / max(n, 1)), "loss": loss_sum / max(n, 1),
             "per_class_accuracy": [round(float(a), 4) for a in per_class], "confusion": confusion.tolist(),
             "accuracy_by_position": {
                 name: {"clips": int(total), "correct": int(right),
                        "accuracy": round(float(right / total), 4) if total else None}
-                for name, (total, right) in zip(WINDOW_POSITIONS, by_position, strict=True)}}
+                for name, total, right in zip(WINDOW_POSITIONS, totals, rights, strict=True)}}
 
 
 def _stream_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
