@@ -1,5 +1,5 @@
 import sys
 
-from evapp.cli import main
+from evapp.cli.main import main
 
 sys.exit(main())

@@ -109,6 +109,47 @@ def thinning_keep_fraction(mapping: SensorMapping, reference_px_per_input_px: fl
     return min(1.0, reference_px_per_input_px / mapping.pixels_per_input_px)
 
 
+FRAMING_MODES = ("count", "clip")
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How events become a model's frames: THE frame contract (DESIGN section 2), one type for training,
+    evaluation, the model artifact, the engine, the binner and the pipeline.
+
+    ``input_size`` is (height, width) of the model input; ``events_per_frame`` is N at that resolution;
+    ``mode`` is ``count`` (fixed N events per frame, as live) or ``clip`` (training only: each labelled gesture
+    split into T equal-count frames); ``reference_px_per_input_px`` is the training sensor's density in sensor
+    pixels per input pixel, to which a denser sensor is thinned (None: no reference, keep every event).
+    """
+
+    input_size: tuple[int, int]
+    events_per_frame: int
+    mode: str = "count"
+    reference_px_per_input_px: float | None = None
+
+    def __post_init__(self) -> None:
+        size = self.input_size
+        size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        object.__setattr__(self, "input_size", size)
+        object.__setattr__(self, "events_per_frame", int(self.events_per_frame))
+        if self.mode not in FRAMING_MODES:
+            raise ValueError(f"framing mode must be one of {', '.join(FRAMING_MODES)}, not {self.mode!r}")
+
+    def mapping(self, geometry: SensorGeometry, region: Region | None = None) -> SensorMapping:
+        return SensorMapping(geometry, self.input_size, region)
+
+    def binner(self, geometry: SensorGeometry, region: Region | None = None) -> FixedCountBinner:
+        """The live binner for this spec on a sensor: its mapping and the thinning to the training density."""
+        mapping = self.mapping(geometry, region)
+        return FixedCountBinner(self.events_per_frame, mapping,
+                                thinning_keep_fraction(mapping, self.reference_px_per_input_px))
+
+    def to_dict(self) -> dict:
+        return {"input_size": list(self.input_size), "events_per_frame": self.events_per_frame,
+                "framing": self.mode, "reference_px_per_input_px": self.reference_px_per_input_px}
+
+
 @dataclass
 class Frames:
     """Frames completed by one ``push``: counts ``[k, 2, H, W]`` float32 and each frame's last-event time."""
@@ -149,6 +190,15 @@ class FixedCountBinner:
         self.events_outside = 0  # events outside the region (never part of a frame)
         self.events_discarded = 0  # inside events of partial frames dropped by reset()
         self.frames_out = 0
+
+    def continue_from(self, previous: FixedCountBinner) -> FixedCountBinner:
+        """Take over the stream's accounting from the binner this one replaces (new N, region or model), so
+        the counters still account for every event; the previous binner's partial frame counts as outside."""
+        self.events_in, self.frames_out = previous.events_in, previous.frames_out
+        self.events_outside = previous.events_outside + previous.leftover
+        self.events_thinned = previous.events_thinned
+        self.events_discarded = previous.events_discarded
+        return self
 
     def reset(self) -> None:
         """Forget the partial frame (after a seek, so that a frame never spans the jump).

@@ -1,13 +1,10 @@
 """Let the C allocator keep freed memory for reuse (glibc only), set once when a command starts.
 
-Training and clip evaluation on the CPU allocate activations of hundreds of MB per layer (sglformer-3-256,
-8 clips x 8 frames: 64 x 42 x 128 x 128 floats = 176 MB). glibc serves every block above its mmap threshold
-(dynamic, at most 32 MiB: mallopt(3)) with a fresh mmap and unmaps it on free, so every layer of every step
-page-faults the memory the previous layer just gave back; on the 2-core development machine that was as much
-system time as compute (`evapp package` of sglformer-3-256: 2,215 s user, 1,868 s system, 718 M page faults).
-PyTorch's performance tuning guide recommends a caching allocator (jemalloc, tcmalloc) for this; raising
-glibc's mmap and trim thresholds gets the same reuse without preloading a library. Measured numbers: README,
-"evapp train".
+Training and clip evaluation on the CPU allocate activations of hundreds of MB per layer. glibc serves every
+block above its mmap threshold (dynamic, at most 32 MiB: mallopt(3)) with a fresh mmap and unmaps it on free,
+so every layer of every step page-faults the memory the previous layer just gave back. PyTorch's performance
+tuning guide recommends a caching allocator (jemalloc, tcmalloc) for this; raising glibc's mmap and trim
+thresholds gets the same reuse without preloading a library (measured: docs/decisions.md, allocator).
 """
 
 from __future__ import annotations

@@ -19,10 +19,8 @@ import numpy as np
 IDLE = -1
 
 # The motion rate is measured over the last few frame intervals, not over a fixed second of stream time: a
-# one-second count kept a gesture "idle" for its first six frames (about 0.4-1 s at the demo's rates) and
-# smeared the end of a gesture into the pause after it. Two intervals react within two frames of a gesture's
-# start and still average out a single early frame; on the synthetic training set they separate pause frames
-# (median 6.5 frames/s) from gesture frames (5th percentile 12.9) better than the one-second count (21 vs 9).
+# one-second count kept a gesture "idle" for its first frames and smeared its end into the pause after it; two
+# intervals react within two frames and still average out a single early frame (docs/decisions.md, motion rate).
 MOTION_INTERVALS = 2
 
 
@@ -67,10 +65,8 @@ def time_weighted_quantile(values, weights, q: float) -> float:
 # rate). A quiet scene sets it: sensor noise and residual motion, which differ between sensors and settings. The
 # idle threshold is calibrated on the training sensor; on a stream whose floor is lower than the training
 # streams' (a larger sensor thinned to the training density, a low-noise camera), the same absolute threshold
-# calls slow gestures idle. Chosen on the synthetic tuning recordings (saformer-2-256, `staggered:8`): frame
-# accuracy 87.9 -> 90.0 % and 54.2 -> 67.7 % (misses 4 -> 1) on two, unchanged on the third, no false alarm added;
-# a 30 s horizon gave the same, the 20th percentile less (sglformer-3-256 on the two: 89.5 -> 91.6 %, 56.2 -> 69.3 %,
-# misses 1 -> 0 and 4 -> 1). Scaling only ever lowers the threshold.
+# calls slow gestures idle. Scaling only ever lowers the threshold. Chosen on the synthetic tuning recordings,
+# never on the demo (docs/decisions.md, motion floor).
 FLOOR_QUANTILE = 0.1
 FLOOR_HORIZON_S = 60.0
 FLOOR_WARMUP_S = 5.0  # before this much of the stream has been seen, the absolute threshold holds
@@ -106,11 +102,7 @@ class MotionFloor:
         return time_weighted_quantile(rates, weights, FLOOR_QUANTILE)
 
 
-# Defaults chosen on two synthetic 640x480 tuning recordings (`evapp simulate --seed 7` and `--seed 9`, the demo's
-# other settings), never on the demo itself: with `staggered:8` answers, averaging 2 answers at a threshold of
-# 0.3 with no extra hold gave the best frame accuracy without a false alarm (57.3 %, median latency 595 ms on
-# those two hard, low-rate recordings); a hold of 2 answers cost 2 points and 120 ms, a threshold of 0.5 about
-# 4 points and 330 ms.
+# Defaults chosen on two synthetic tuning recordings, never on the demo (docs/decisions.md, decoder defaults).
 @dataclass
 class DecoderSettings:
     smoothing: int = 2  # answers averaged (1 = no smoothing)
@@ -150,6 +142,16 @@ class Decoder:
         self._label = IDLE
         self._candidate = IDLE
         self._candidate_run = 0
+
+    @property
+    def label(self) -> int:
+        """The class on show (IDLE when none)."""
+        return self._label
+
+    @property
+    def answers_held(self) -> int:
+        """Answers held for smoothing (0 right after a reset)."""
+        return len(self._recent)
 
     def idle_threshold(self) -> float:
         """Frames/s below which the scene is idle now: the setting, scaled down on a stream whose motion floor

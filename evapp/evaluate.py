@@ -15,11 +15,12 @@ intervals on the same rebased clock. Metrics:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from evapp.decoder import IDLE
-from evapp.events import GESTURE_CLASSES, LabelInterval
+from evapp.events import GESTURE_CLASSES, LabelInterval, labels_at
 
 
 @dataclass
@@ -66,14 +67,6 @@ class StreamMetrics:
         }
 
 
-def label_at(times_us: np.ndarray, labels: list[LabelInterval]) -> np.ndarray:
-    """Ground-truth class at each time, IDLE outside every interval (a later interval wins an overlap)."""
-    out = np.full(times_us.shape[0], IDLE, dtype=np.int64)
-    for lab in labels:
-        out[(times_us >= lab.start_us) & (times_us < lab.end_us)] = lab.class_id
-    return out
-
-
 def shown_at(times_us: np.ndarray, decision_t: np.ndarray, decision_cls: np.ndarray) -> np.ndarray:
     """The label on show at each time: the latest decision at or before it (IDLE before the first)."""
     idx = np.searchsorted(decision_t, times_us, side="right") - 1
@@ -85,7 +78,7 @@ def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelIn
     frame_t = np.asarray(frame_t_us, dtype=np.int64)
     dec_t = np.asarray(decision_t_us, dtype=np.int64)
     dec_c = np.asarray(decision_cls, dtype=np.int64)
-    truth = label_at(frame_t, labels)
+    truth = labels_at(frame_t, labels)
     shown = shown_at(frame_t, dec_t, dec_c)
     inside = truth != IDLE
     confusion = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
@@ -106,7 +99,7 @@ def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelIn
         gestures.append(GestureResult(lab.class_id, lab.start_us, lab.end_us, latency))
 
     onsets = np.flatnonzero((dec_c != IDLE) & (dec_c != np.concatenate([[IDLE], dec_c[:-1]])))
-    false_alarms = int((label_at(dec_t[onsets], labels) == IDLE).sum()) if onsets.size else 0
+    false_alarms = int((labels_at(dec_t[onsets], labels) == IDLE).sum()) if onsets.size else 0
     return StreamMetrics(accuracy, int(inside.sum()), gestures, false_alarms, confusion)
 
 
@@ -151,3 +144,36 @@ def confusion_matrix_png(conf, names: list[str], path, title: str = "",
                 cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {path}")
+
+
+@dataclass
+class StreamRun:
+    """What ``evaluate_stream`` measured: the metrics and how many frames and answers the stream made."""
+
+    metrics: StreamMetrics
+    frames: int
+    answers: int
+
+
+def evaluate_stream(pipeline, confirm: int = 3, name: str = "the recording") -> StreamRun:
+    """Run ``pipeline`` (a labelled replay, frame records on) to its end and score its decisions."""
+    from evapp.errors import InputError
+    from evapp.pipeline import FrameRecord
+
+    frame_t, decision_t, decision_cls = [], [], []
+    try:
+        for record in pipeline.records():
+            if isinstance(record, FrameRecord):
+                frame_t.append(record.t_us)
+            else:
+                decision_t.append(record.t_us)
+                decision_cls.append(record.decision.class_id)
+    finally:
+        pipeline.close()
+    labels = pipeline.source.labels  # a file source knows its labels once it has been read
+    if not labels:
+        raise InputError(f"{name} has no labels (expected {Path(name).stem}_labels.csv beside it).")
+    names = pipeline.class_names
+    metrics = stream_metrics(frame_t, decision_t, decision_cls, labels, confirm=confirm, num_classes=len(names))
+    metrics.class_names = list(names)
+    return StreamRun(metrics, len(frame_t), len(decision_t))

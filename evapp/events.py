@@ -69,3 +69,15 @@ def make_events(t, x, y, p) -> np.ndarray:
     out["y"] = y
     out["polarity"] = np.asarray(p) != 0
     return out
+
+
+NO_LABEL = -1  # outside every labelled gesture (the decoder's IDLE has the same value)
+
+
+def labels_at(times_us: np.ndarray, labels: list[LabelInterval]) -> np.ndarray:
+    """Class of the gesture whose interval ``[start, end)`` holds each time; NO_LABEL elsewhere (a later interval
+    wins an overlap)."""
+    out = np.full(np.shape(times_us)[0], NO_LABEL, np.int64)
+    for lab in labels:
+        out[(times_us >= lab.start_us) & (times_us < lab.end_us)] = lab.class_id
+    return out

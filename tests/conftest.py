@@ -8,7 +8,7 @@ import os
 import pytest
 
 from evapp.events import SensorGeometry
-from evapp.sources.stream_server import random_stream  # noqa: F401 - the tests' event generator
+from evapp.testing import random_stream  # noqa: F401 - the tests' event generator (re-exported)
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from evapp.bench.live import format_max_rate
-from evapp.cli import main
+from evapp.cli.main import main
 
 
 def test_bench_live_max_rate_json(capsys):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evapp.bench.model import synthetic_frames
 from evapp.bench.suite import _bench_one, _calibrated, bench_all, format_suite
-from evapp.cli import main
+from evapp.cli.main import main
+from evapp.testing import synthetic_frames
 
 
 def test_suite_rows_cover_binning_steps_per_engine_and_replay():

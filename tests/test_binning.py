@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from evapp.binning import FixedCountBinner, Region, SensorMapping, default_region
 from evapp.errors import InputError
 from evapp.events import SensorGeometry, make_events
-from tests.conftest import random_stream
+from evapp.testing import random_stream
 
 
 def reference_frames(events, mapping: SensorMapping, n: int) -> np.ndarray:

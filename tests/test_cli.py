@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from evapp.cli import main
+from evapp.cli.main import main
 from evapp.sources.aedat3 import write_aedat3
 from evapp.sources.aedat4 import write_aedat4
-from evapp.sources.stream_server import free_port
-from tests.conftest import DVX, json_lines, random_stream
+from evapp.testing import free_port, random_stream
+from tests.conftest import DVX, json_lines
 
 
 def run_cli(*args, timeout=300):

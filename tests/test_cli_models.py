@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from evapp.cli import main
+from evapp.cli.main import main
 from evapp.sources import open_source
 from tests.conftest import json_lines
 
@@ -52,7 +52,7 @@ def test_simulate_then_replay_with_model_and_eval_stream(tmp_path, capsys):
 
 def test_model_errors_are_one_sentence(tmp_path, capsys):
     from evapp.sources.aedat3 import write_aedat3
-    from tests.conftest import random_stream
+    from evapp.testing import random_stream
 
     path = tmp_path / "x.aedat"
     write_aedat3(path, random_stream(5000, 128, 128))

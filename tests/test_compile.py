@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from evapp.bench.model import synthetic_frames
 from evapp.engine import TorchEngine
 from evapp.nets import calibrate_bn, create_model
+from evapp.testing import synthetic_frames
 
 
 def tiny_model():
@@ -109,7 +109,7 @@ def test_half_precision_runs_the_step_under_autocast():
 
 
 def test_cli_precision_choices_are_the_engines():
-    from evapp.cli import PRECISION_CHOICES
+    from evapp.cli.options import PRECISION_CHOICES
     from evapp.engine.torch_engine import PRECISIONS
 
     assert PRECISION_CHOICES == PRECISIONS

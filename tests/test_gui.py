@@ -10,19 +10,18 @@ import pytest
 pytest.importorskip("PyQt6", reason="the window needs PyQt6")
 from PyQt6.QtCore import QPoint, Qt  # noqa: E402
 
-from evapp.cli_live import EngineFactory  # noqa: E402
 from evapp.decoder import IDLE  # noqa: E402
 from evapp.events import LabelInterval, SensorGeometry  # noqa: E402
 from evapp.gui.app import duration_of  # noqa: E402
 from evapp.gui.window import MainWindow  # noqa: E402
-from evapp.pipeline import Pipeline, ReplayOptions  # noqa: E402
+from evapp.model_setup import ModelChoice, build_model_setup  # noqa: E402
+from evapp.pipeline import Pipeline, Prediction, ReplayOptions  # noqa: E402
 from evapp.snn.state import stateful_modules  # noqa: E402
 from evapp.sources import open_source  # noqa: E402
 from evapp.sources.aedat3 import write_labels_csv  # noqa: E402
 from evapp.sources.aedat4 import write_aedat4  # noqa: E402
-from evapp.sources.stream_server import T0_US as T0  # noqa: E402
-from evapp.sources.stream_server import free_port, start_server  # noqa: E402
-from tests.conftest import random_stream  # noqa: E402
+from evapp.testing import T0_US as T0  # noqa: E402
+from evapp.testing import free_port, random_stream, start_server  # noqa: E402
 
 MODEL = "saformer-2-256"
 N = 4000
@@ -48,13 +47,10 @@ def labelled_recording(tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, labelled_recording):
-    factory = EngineFactory(None)
-    engine, decoder, names, n, size = factory(MODEL, "persistent", "cpu", N)
+    choice = ModelChoice(MODEL, policy="persistent", device="cpu", events_per_frame=N)
     source = open_source(labelled_recording)
-    pipeline = Pipeline(source, n, size, None, ReplayOptions(speed=1.0), engine=engine, decoder=decoder,
-                        class_names=names, keep_view_events=True)
-    pipeline.hold_at_end = True
-    win = MainWindow(pipeline, factory, MODEL, "persistent", "cpu", "test", duration_us=duration_of(source))
+    pipeline = Pipeline(source, build_model_setup(choice), replay=ReplayOptions(speed=1.0), hold_at_end=True)
+    win = MainWindow(pipeline, choice, "test", duration_us=duration_of(source))
     qtbot.addWidget(win)
     win.show()
     yield win
@@ -65,16 +61,16 @@ def window(qtbot, labelled_recording):
 def settle(qtbot, window):
     """After a pause: wait until the queued frames have gone through the engine (slow on a busy CPU)."""
     engine = window.pipeline.engine
-    qtbot.waitUntil(lambda: window.pipeline.frame_queue._frames == 0, timeout=30_000)
+    qtbot.waitUntil(lambda: window.pipeline.frame_queue.frames_waiting == 0, timeout=30_000)
     previous = -1
-    while engine._g != previous:  # the step in flight, if any, has finished
-        previous = engine._g
+    while engine.frames_since_reset != previous:  # the step in flight, if any, has finished
+        previous = engine.frames_since_reset
         qtbot.wait(400)
 
 
 def test_window_shows_predictions_ground_truth_and_status(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: window.predictions_shown >= 3, timeout=30_000)
-    assert window.last_prediction["type"] == "prediction"
+    assert isinstance(window.last_prediction, Prediction)
     assert abs(window.bars.probs.sum() - 1) < 1e-3 and len(window.bars.names) == 11
     assert window.view.label_text  # the decided gesture (or idle) and its confidence drawn over the view
     assert len(window.timeline.labels) == 2 and window.timeline.marks  # ground truth and predictions
@@ -114,12 +110,12 @@ def test_reset_clears_model_and_decoder_state(qtbot, window):
     window.toggle_pause()
     settle(qtbot, window)
     engine = window.pipeline.engine
-    assert engine._g > 0
+    assert engine.frames_since_reset > 0
     qtbot.keyClick(window, Qt.Key.Key_R)
-    qtbot.waitUntil(lambda: engine._g == 0, timeout=5000)
+    qtbot.waitUntil(lambda: engine.frames_since_reset == 0, timeout=5000)
     state = [t for _, m in stateful_modules(engine.model) for t in m.state_tensors()]
     assert all(t is None or float(t.abs().sum()) == 0 for t in state)  # membranes and readout back at rest
-    assert window.pipeline.decoder._label == IDLE and not window.pipeline.decoder._recent
+    assert window.pipeline.decoder.label == IDLE and window.pipeline.decoder.answers_held == 0
     assert window.last_prediction is None and window.view.label_text == ""
 
 
@@ -179,16 +175,16 @@ def test_window_close_stops_the_threads(qtbot, window):
     qtbot.waitUntil(lambda: window.pipeline.position_us > 0, timeout=10_000)
     window.close()
     deadline = time.monotonic() + 5
-    while any(t.is_alive() for t in window.pipeline._threads) and time.monotonic() < deadline:
+    while window.pipeline.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(t.is_alive() for t in window.pipeline._threads)
+    assert not window.pipeline.running
     assert np.isfinite(window.pipeline.stats()["event_rate"])
 
 
 def test_live_window_says_reconnecting_and_records(qtbot, tmp_path):
     """The window on a live network stream: the server is killed (the window says it is reconnecting), comes
     back, and the Record button's file holds exactly the events the recorder received."""
-    from evapp.recorder import AedatRecorder
+    from evapp.sinks.recorder import AedatRecorder
     from evapp.sources.live import open_live
     from tests.test_live import count_events, wait_line
 
@@ -196,8 +192,8 @@ def test_live_window_says_reconnecting_and_records(qtbot, tmp_path):
     first = start_server(port, 30_000, seed=21, rate=100_000)
     second = None
     source = open_live(f"tcp://127.0.0.1:{port}")
-    pipeline = Pipeline(source, 5000, 128, None, keep_view_events=True)
-    win = MainWindow(pipeline, EngineFactory(None), None, "window", "cpu", "live",
+    pipeline = Pipeline(source)  # no model: frames only
+    win = MainWindow(pipeline, ModelChoice(None, policy="window", device="cpu"), "live",
                      recorder_factory=lambda path: AedatRecorder(path, source.geometry, force=True))
     qtbot.addWidget(win)
     try:

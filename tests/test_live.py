@@ -1,4 +1,4 @@
-"""``evapp live`` against a real dv-processing NetworkWriter in a subprocess (evapp.sources.stream_server).
+"""``evapp live`` against a real dv-processing NetworkWriter in a subprocess (``python -m evapp.testing``).
 
 Covers: every event received is recorded (count in the file == count received == count sent), the recording
 is finalised on Ctrl-C and on window close, the server killed and restarted (reconnect with back-off), no
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evapp.cli import main
+from evapp.cli.main import main
 from evapp.sources import open_source
-from evapp.sources.stream_server import T0_US as T0
-from evapp.sources.stream_server import free_port, start_server
+from evapp.testing import T0_US as T0
+from evapp.testing import free_port, start_server
 from tests.conftest import json_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,7 +194,8 @@ def test_live_drops_oldest_frames_when_inference_falls_behind(tmp_path):
 
 def test_replay_at_a_speed_factor_never_drops(tmp_path, capsys):
     from evapp.sources.aedat4 import write_aedat4
-    from tests.conftest import DVX, random_stream
+    from evapp.testing import random_stream
+    from tests.conftest import DVX
 
     path = tmp_path / "burst.aedat4"
     write_aedat4(path, random_stream(24_000, 640, 480, seed=6, rate_per_us=0.2), DVX)  # 0.12 s of 200 kev/s

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from evapp.bench.model import synthetic_frames
 from evapp.events import GESTURE_CLASSES
 from evapp.nets import ModelConfig, calibrate_bn, count_params, create_model, get_config, list_models
 from evapp.snn import BaseNode, get_state, set_state, state_specs, zero_state
+from evapp.testing import synthetic_frames
 
 MODELS = ["sglformer-3-256", "saformer-2-256", "spikingresformer-dvsg"]
 

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from evapp.bench.model import synthetic_frames
-from evapp.cli import main
+from evapp.cli.main import main
 from evapp.engine import TorchEngine
 from evapp.engine.export import StepWrapper, export_step
 from evapp.engine.onnx_engine import OnnxEngine
 from evapp.nets import calibrate_bn, create_model
 from evapp.snn.state import state_specs
+from evapp.testing import synthetic_frames
 
 MODELS = ["sglformer-3-256", "saformer-2-256", "spikingresformer-dvsg"]
 T = 4
@@ -125,7 +125,7 @@ def test_export_cli_then_replay_with_onnx_engine(tmp_path, capsys, monkeypatch):
     runs that file and answers like --engine torch."""
     from evapp.events import SensorGeometry
     from evapp.sources.aedat4 import write_aedat4
-    from tests.conftest import random_stream
+    from evapp.testing import random_stream
 
     monkeypatch.setenv("EVAPP_MODELS", str(tmp_path / "models"))
     out = tmp_path / "models" / "saformer-2-256"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evapp.cli import main
+from evapp.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.name for p in (REPO / "models").iterdir() if (p / "weights.safetensors").is_file())

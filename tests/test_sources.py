@@ -5,11 +5,11 @@ import pytest
 
 from evapp.errors import InputError
 from evapp.events import LabelInterval, SensorGeometry
-from evapp.sources import looped, open_source, paced
+from evapp.sources import open_source
 from evapp.sources.aedat3 import read_aedat3, write_aedat3, write_labels_csv
 from evapp.sources.aedat4 import to_event_store, write_aedat4
-from evapp.sources.stream_server import free_port, start_server
-from tests.conftest import DVX, random_stream
+from evapp.testing import free_port, random_stream, start_server
+from tests.conftest import DVX
 
 
 def collect(source):
@@ -125,40 +125,6 @@ def test_prophesee_files(tmp_path, encoding, suffix, size):
     assert source.format_name == f"Prophesee {encoding.upper()}"
     assert (source.geometry.width, source.geometry.height) == size
     np.testing.assert_array_equal(collect(source), rebased(events))
-
-
-def test_loop_continues_the_clock_and_start_skips(tmp_path):
-    events = random_stream(5000, 128, 128, seed=9)
-    path = tmp_path / "short.aedat"
-    write_aedat3(path, events)
-    source = open_source(path)
-    duration = int(events["timestamp"][-1] - events["timestamp"][0])
-    start_us = duration // 2
-    stream = looped(source, start_us=start_us, loop=True)
-    got = []
-    for batch in stream:
-        got.append(batch)
-        if sum(b.shape[0] for b in got) >= 3 * 5000:
-            break
-    t = np.concatenate(got)["timestamp"]
-    assert (np.diff(t) >= 0).all()
-    assert t[0] >= start_us
-    second_half = rebased(events)["timestamp"]
-    second_half = second_half[second_half >= start_us]
-    np.testing.assert_array_equal(t[: second_half.shape[0]], second_half)
-    # The second pass repeats the same events one pass length later.
-    period = duration - start_us + 1
-    np.testing.assert_array_equal(t[second_half.shape[0] : 2 * second_half.shape[0]], second_half + period)
-
-
-def test_pacing_holds_batches_back_to_stream_time():
-    events = random_stream(10_000, 128, 128, rate_per_us=0.01)  # about 1 s of stream time
-    duration_s = (events["timestamp"][-1] - events["timestamp"][0]) / 1e6
-    batches = [rebased(events)[i : i + 1000] for i in range(0, 10_000, 1000)]
-    t0 = time.monotonic()
-    assert sum(b.shape[0] for b in paced(iter(batches), speed=4.0)) == 10_000
-    # A lower bound only: pacing must never release a batch before its time (it may be later on a busy box).
-    assert time.monotonic() - t0 >= 0.9 * duration_s / 4.0
 
 
 def test_network_source_receives_exactly_what_was_sent_in_order():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from evapp.bench.model import synthetic_frames
 from evapp.engine import EngineAnswer, TorchEngine, parse_policy
 from evapp.nets import calibrate_bn, create_model
+from evapp.testing import synthetic_frames
 
 MODELS = ["sglformer-3-256", "saformer-2-256", "spikingresformer-dvsg"]
 

@@ -12,13 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from evapp.cli import main
+from evapp.binning import FrameSpec
+from evapp.cli.main import main
 from evapp.engine.artifact import read_artifact
 from evapp.errors import InputError
 from evapp.events import GESTURE_CLASSES
 from evapp.simulate.sequence import simulate_sequence
 from evapp.simulate.writers import write_dataset, write_recording
-from evapp.train import Framing, TrainSettings, find_trials, frame_trial, train
+from evapp.train import TrainSettings, find_trials, frame_trial, train
 from evapp.train.augment import MIRROR_CLASS, RandomFlip, SNNAugmentWide
 from evapp.train.data import evaluation_windows, stream_windows, training_windows
 
@@ -47,8 +48,7 @@ def settings(dataset, out, **kw) -> TrainSettings:
 def test_trials_are_framed_by_the_live_binner_and_labelled(dataset):
     trials = find_trials(dataset, "train")
     assert [t.path.name for t in trials] == ["user01_fluorescent.aedat", "user02_fluorescent.aedat"]
-    framing = Framing((32, 32), 150, 3)
-    ft = frame_trial(trials[0], framing)
+    ft = frame_trial(trials[0], FrameSpec((32, 32), 150), 3)
     frames = ft.dense(0, len(ft))
     assert frames.shape == (len(ft), 2, 32, 32)
     assert np.all(frames.reshape(len(ft), -1).sum(1) == 150)  # every frame holds exactly N events
@@ -67,7 +67,7 @@ def test_trials_are_framed_by_the_live_binner_and_labelled(dataset):
 
 
 def test_clip_framing_splits_each_gesture_into_T_equal_frames(dataset):
-    ft = frame_trial(find_trials(dataset, "test")[0], Framing((32, 32), 0, 4, mode="clip"))
+    ft = frame_trial(find_trials(dataset, "test")[0], FrameSpec((32, 32), 0, mode="clip"), 4)
     assert len(ft) == 4 * len(GESTURE_CLASSES)
     counts = ft.dense(0, len(ft)).reshape(len(GESTURE_CLASSES), 4, -1).sum(-1)
     assert np.all(counts[:, :3] == counts[:, :1])  # equal counts; the last frame takes the remainder
@@ -91,7 +91,7 @@ def test_tonic_layout_is_read_with_the_file_name_as_label(tmp_path):
     np.save(folder / "4.npy", arr)  # tonic's layout: x, y, p, t in ms; the file name is the class
     trials = find_trials(tmp_path, "test")
     assert [t.path.name for t in trials] == ["4.npy"]
-    ft = frame_trial(trials[0], Framing((128, 128), 500, 4))
+    ft = frame_trial(trials[0], FrameSpec((128, 128), 500), 4)
     assert len(ft) == len(events) // 500 and set(ft.frame_labels.tolist()) == {4}
 
 
@@ -178,7 +178,9 @@ def packaged(dataset, tmp_path_factory):
 def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
     artifact = read_artifact(packaged / "models" / "tiny-saformer")
     pre = artifact.preprocessing
-    assert (pre.input_size, pre.events_per_frame, pre.T, pre.reference_px_per_input_px) == ((32, 32), 150, 3, 16.0)
+    frames = pre.frames
+    assert (frames.input_size, frames.events_per_frame, pre.T, frames.reference_px_per_input_px) == ((32, 32), 150, 3,
+                                                                                                     16.0)
     assert artifact.policy == "staggered:3" and artifact.config.embed_dims == (32,)
     assert 0.0 <= artifact.metrics["clip_accuracy"] <= 1.0 and artifact.metrics["data_kind"] == "synthetic"
     card = (packaged / "models" / "tiny-saformer" / "README.md").read_text()
@@ -304,11 +306,11 @@ def test_recorded_command_is_what_a_user_types():
 
 
 def test_decoder_options_on_the_command_line_override_the_artifacts(packaged, dataset, monkeypatch, capfd):
-    from evapp.cli import _decoder
+    from evapp.model_setup import decoder_for
 
     monkeypatch.setenv("EVAPP_MODELS", str(packaged / "models"))
     artifact = read_artifact(packaged / "models" / "tiny-saformer")
-    settings = _decoder({"hold": 3, "idle_floor_fps": 0.0}, "tiny-saformer").settings
+    settings = decoder_for("tiny-saformer", {"hold": 3, "idle_floor_fps": 0.0}).settings
     assert (settings.hold, settings.idle_floor_fps) == (3, 0.0)
     assert (settings.smoothing, settings.idle_below_fps) == (artifact.decoder["smoothing"],
                                                              artifact.decoder["idle_below_fps"])

@@ -1,41 +1,7 @@
-"""``evapp bench``: speed measurements, always printed with a description of the machine they ran on."""
+"""``evapp bench``: speed measurements, always printed with a description of the machine they ran on
+(:func:`evapp.machine.describe_machine`)."""
 
 from __future__ import annotations
-
-import os
-import platform
-
-
-def machine_description() -> str:
-    """One line: CPU model, cores visible, memory, Python, numpy and torch versions, GPU if any."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-            mem = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    import numpy as np
-
-    parts = [f"{cpu}, {os.cpu_count()} cores{mem}", f"Python {platform.python_version()}", f"numpy {np.__version__}"]
-    try:
-        import torch
-
-        parts.append(f"torch {torch.__version__}")
-        if torch.cuda.is_available():
-            parts.append(f"GPU {torch.cuda.get_device_name(0)}")
-    except ImportError:
-        pass
-    return "machine: " + "; ".join(parts)
 
 
 def format_rows(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -15,16 +15,10 @@ import numpy as np
 
 from evapp.bench import format_rows
 from evapp.binning import FixedCountBinner, SensorMapping
-from evapp.events import SensorGeometry, make_events
+from evapp.events import SensorGeometry
+from evapp.testing import random_stream
 
 CASES = [((128, 128), 5000), ((128, 128), 20000), ((640, 480), 5000), ((640, 480), 20000)]
-
-
-def random_events(n: int, width: int, height: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return make_events(
-        np.arange(n, dtype=np.int64), rng.integers(0, width, n), rng.integers(0, height, n), rng.integers(0, 2, n)
-    )
 
 
 def _time_ours(events: np.ndarray, mapping: SensorMapping, n: int, batch: int, repeats: int = 2) -> float:
@@ -60,7 +54,7 @@ def bench_binning(n_events: int = 10_000_000, batch: int = 100_000, with_tonic: 
     """One row per case; both binners are single-threaded numpy code."""
     rows = []
     for (w, h), n in CASES:
-        events = random_events(n_events, w, h)
+        events = random_stream(n_events, w, h)
         mapping = SensorMapping(SensorGeometry(w, h, f"{w}x{h}"), 128)
         ours = _time_ours(events, mapping, n, batch)
         row = {"sensor": f"{w}x{h}", "input": "128x128", "N": n, "events": n_events, "batch": batch,

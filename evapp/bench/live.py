@@ -1,13 +1,13 @@
 """``evapp bench live``: real-time measurements, end-to-end latency at the demo's rate and the highest live rate
 without dropped frames.
 
-``latency`` replays assets/demo.aedat4 at its own speed (72 kev/s) through the pipeline, as ``evapp replay``
+``latency`` replays assets/demo.aedat4 at its own speed through the pipeline, as ``evapp replay``
 does, and reports the end-to-end latency of every prediction: from the wall time at which the batch holding
 the answering frame's last event reached the pipeline to the prediction being printed (headless) or painted
 (``--window``, offscreen Qt; the window's timer runs at 30 Hz, so add up to 33 ms of waiting for the timer).
 
 ``max-rate`` streams uniform random events from a dv-processing NetworkWriter subprocess
-(``evapp.sources.stream_server``) at a set rate into the live pipeline (whole 640x480 sensor as the region, the
+(``python -m evapp.testing``) at a set rate into the live pipeline (whole 640x480 sensor as the region, the
 model's own N, policy window) and raises the rate until frames are dropped; it reports the highest rate that
 ran without a drop.
 """
@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import format_rows, machine_description
-from .suite import DEMO
+from ..machine import describe_machine
+from . import format_rows
 
 __all__ = ["DEFAULT_MODELS", "DEFAULT_RATES", "format_latency", "format_max_rate", "max_rate", "measure_latency",
            "run_rate"]
@@ -29,10 +29,12 @@ DEFAULT_MODELS = ("saformer-2-256", "sglformer-3-256", "spikingresformer-dvsg")
 DEFAULT_RATES = (50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 600e3, 800e3)
 
 
-def _factory():
-    from evapp.cli_live import EngineFactory
+def _setup(model: str, policy: str):
+    """``model`` on the CPU with ``policy``, built as every consumer builds it (evapp.model_setup)."""
+    from evapp.model_setup import ModelChoice, build_model_setup
 
-    return EngineFactory(None)
+    choice = ModelChoice(model, policy=policy, device="cpu")
+    return choice, build_model_setup(choice)
 
 
 def measure_latency(model: str, seconds: float, window: bool, policy: str) -> dict:
@@ -40,11 +42,11 @@ def measure_latency(model: str, seconds: float, window: bool, policy: str) -> di
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
-    factory = _factory()
-    engine, decoder, names, n, size = factory(model, policy, "cpu")
-    source = open_source(DEMO)
-    pipeline = Pipeline(source, n, size, None, ReplayOptions(speed=1.0), engine=engine, decoder=decoder,
-                        class_names=names, keep_view_events=window)
+    from .suite import demo_recording
+
+    choice, setup = _setup(model, policy)
+    source = open_source(str(demo_recording()))
+    pipeline = Pipeline(source, setup, replay=ReplayOptions(speed=1.0))
     if window:
         from PyQt6.QtCore import QTimer
         from PyQt6.QtWidgets import QApplication
@@ -53,7 +55,7 @@ def measure_latency(model: str, seconds: float, window: bool, policy: str) -> di
         from evapp.gui.window import MainWindow
 
         app = QApplication.instance() or QApplication([])
-        win = MainWindow(pipeline, factory, model, policy, "cpu", "measure", duration_us=duration_of(source))
+        win = MainWindow(pipeline, choice, "measure", duration_us=duration_of(source))
         win.show()
         QTimer.singleShot(int(seconds * 1000), win.close)
         app.exec()
@@ -64,7 +66,8 @@ def measure_latency(model: str, seconds: float, window: bool, policy: str) -> di
                 break
     pipeline.close()
     lat = np.asarray(pipeline.latencies_ms)
-    return {"model": model, "mode": "window" if window else "headless", "policy": policy, "N": n,
+    return {"model": model, "mode": "window" if window else "headless", "policy": policy,
+            "N": setup.frame_spec.events_per_frame,
             "predictions": int(lat.size),
             "latency_median_ms": round(float(np.median(lat)), 1) if lat.size else None,
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
@@ -77,10 +80,10 @@ def run_rate(model: str, rate: float, seconds: float, port: int) -> dict:
     from evapp.binning import Region
     from evapp.pipeline import Pipeline
     from evapp.sources.live import open_live
-    from evapp.sources.stream_server import start_server
+    from evapp.testing import start_server
 
-    factory = _factory()
-    engine, decoder, names, n, size = factory(model, "window", "cpu")
+    _, setup = _setup(model, "window")
+    engine, n = setup.engine, setup.frame_spec.events_per_frame
     for _ in range(5):  # warm-up, so first-step costs do not count as falling behind
         engine.feed(np.zeros(engine.input_shape, np.float32))
     engine.reset()
@@ -88,8 +91,7 @@ def run_rate(model: str, rate: float, seconds: float, port: int) -> dict:
     server = start_server(port, count, seed=9, rate=rate, batch=5000, linger=30.0)
     try:
         source = open_live(f"tcp://127.0.0.1:{port}")
-        pipeline = Pipeline(source, n, size, Region(0, 0, 640, 480), engine=engine, decoder=decoder,
-                            class_names=names, with_frames=False)
+        pipeline = Pipeline(source, setup, region=Region(0, 0, 640, 480), with_frames=False)
         pipeline.start()
         try:
             server.stdout.readline()  # "sent"
@@ -112,7 +114,7 @@ def run_rate(model: str, rate: float, seconds: float, port: int) -> dict:
 def max_rate(model: str, rates: Sequence[float], seconds: float,
              progress: Callable[[dict], None] | None = None) -> dict:
     """Try ``rates`` in order until one drops frames; the highest without drops, the first with, every step."""
-    from evapp.sources.stream_server import free_port
+    from evapp.testing import free_port
 
     best = first_drop = None
     steps = []
@@ -138,7 +140,7 @@ def format_latency(rows: list[dict]) -> str:
                ("predictions", "answers", "d"), ("step_ms_median", "ms/step median", ".1f"),
                ("latency_median_ms", "latency median ms", ".1f"), ("latency_p99_ms", "latency p99 ms", ".1f"),
                ("dropped_frames", "dropped", "d")]
-    return machine_description() + "\n" + format_rows(rows, columns)
+    return describe_machine() + "\n" + format_rows(rows, columns)
 
 
 def format_max_rate(rows: list[dict]) -> str:
@@ -148,4 +150,4 @@ def format_max_rate(rows: list[dict]) -> str:
                ("first_rate_with_drops_ev_s", "first rate with drops ev/s", ".0f"),
                ("dropped_at_first_rate_with_drops", "dropped", "d"),
                ("frames_at_first_rate_with_drops", "of frames", "d")]
-    return machine_description() + "\n" + format_rows(rows, columns)
+    return describe_machine() + "\n" + format_rows(rows, columns)

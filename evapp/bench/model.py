@@ -24,36 +24,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..bench import format_rows, machine_description
+from ..bench import format_rows
+from ..machine import describe_machine
 from ..nets import calibrate_bn, count_params, create_model
 from ..nets.layers import MatMul
 from ..snn.state import firing_rates, reset_spike_counts, set_spike_recording
+from ..testing import synthetic_frames
 
-__all__ = ["E_AC_PJ", "E_MAC_PJ", "bench_models", "format_model_bench", "op_counts", "synthetic_frames"]
+__all__ = ["E_AC_PJ", "E_MAC_PJ", "bench_models", "format_model_bench", "op_counts"]
 
 E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014; papers/000 section 2.5)
 E_AC_PJ = 0.9  # 45 nm, 32-bit float accumulate
-
-
-def synthetic_frames(
-    T: int, B: int, size: tuple[int, int], events: int = 20_000, seed: int = 0, device: str | torch.device = "cpu"
-) -> Tensor:
-    """Poisson count frames ``[T, B, 2, H, W]`` with about ``events`` events per frame, concentrated in a
-    moving blob over a thin background (like a gesturing arm), split evenly across the two polarities."""
-    g = torch.Generator().manual_seed(seed)
-    H, W = size
-    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    out = torch.empty(T, B, 2, H, W)
-    for b in range(B):
-        c0 = torch.rand(2, generator=g) * torch.tensor([H / 2, W / 2]) + torch.tensor([H / 4, W / 4])
-        vel = (torch.rand(2, generator=g) - 0.5) * 0.1 * torch.tensor([H, W])
-        for t in range(T):
-            cy, cx = c0 + vel * t
-            blob = torch.exp(-(((yy - cy) / (0.12 * H)) ** 2 + ((xx - cx) / (0.12 * W)) ** 2))
-            rate = blob + 0.02
-            rate = rate / rate.sum() * (events / 2)
-            out[t, b] = torch.poisson(rate.expand(2, H, W), generator=g)
-    return out.to(device)
 
 
 def _spike_like(x: Tensor) -> bool:
@@ -193,7 +174,7 @@ def format_model_bench(rows: list[dict], per_layer: bool = False) -> str:
         ("ac_m", "AC (M)", ".1f"),
         ("energy_uj", "energy uJ/step", ".1f"),
     ]
-    text = machine_description() + "\n" + format_rows(table, cols)
+    text = describe_machine() + "\n" + format_rows(table, cols)
     text += "\nenergy: 45 nm model, E_MAC 4.6 pJ, E_AC 0.9 pJ, per step per sample (SGLFormer paper, sec. 2.5)"
     if per_layer:
         seen = set()

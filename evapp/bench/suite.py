@@ -10,7 +10,7 @@ Rows, each with the machine line printed above the table:
   batch K = 4 (the ``staggered:4`` policy's batch) beside batch 1.
   Timed through the engines with the ``persistent`` policy, so a step is what streaming costs: frame upload,
   the step, logits to the host and the softmax. Untrained models are BN-calibrated on synthetic frames
-  (:func:`evapp.bench.model.synthetic_frames`) so that neurons fire as in a trained model;
+  (:func:`evapp.testing.synthetic_frames`) so that neurons fire as in a trained model;
 - ``replay``: end-to-end speed of the demo recording through the whole pipeline (reader, binner, engine,
   decoder) as fast as possible, in x real time (recording seconds per wall-clock second).
 """
@@ -27,21 +27,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import format_rows, machine_description
+from ..machine import describe_machine
+from ..paths import assets_dir
+from . import format_rows
 
 __all__ = ["bench_all", "bench_replay", "bench_steps", "format_suite"]
 
 log = logging.getLogger("evapp")
 
-DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo.aedat4"
 ENGINES = ("torch eager", "torch compiled", "onnx")
 CUDA_ENGINES = ("torch cuda-graph", "torch compiled cuda-graph")  # added where the device is CUDA
 CUDA_BATCHES = (1, 4)  # batch 1, and the staggered:4 policy's batch of four offset windows
 
 
+def demo_recording() -> Path:
+    """The demo recording the replay and live benchmarks stream: ``assets/demo.aedat4``."""
+    return assets_dir() / "demo.aedat4"
+
+
 def _calibrated(name: str, seed: int = 0):
     from ..nets import calibrate_bn, create_model
-    from .model import synthetic_frames
+    from ..testing import synthetic_frames
 
     torch.manual_seed(seed)
     model = create_model(name)
@@ -78,9 +84,8 @@ def bench_steps(
 
     On the CPU torch and ONNX Runtime get the same number of threads: ``ort_threads`` if given, else all cores
     but one (the ORT engine's default, which leaves a core to the pipeline's reader thread, as the pipeline
-    does for torch). Two spinning torch threads on a busy 2-core machine were measured several times slower
-    than one, so an unequal count would measure the machine's load, not the engines."""
-    from .model import synthetic_frames
+    does for torch): with unequal counts the table would measure the machine's load, not the engines."""
+    from ..testing import synthetic_frames
 
     threads = ort_threads or max(1, (os.cpu_count() or 2) - 1)
     saved = torch.get_num_threads()
@@ -115,9 +120,7 @@ def _bench_one(name, model, frames, dev, kind, batch, warmup, iters, ort_threads
     try:
         if "compiled" in kind:
             # Dynamo keys compiled code on the code object of ``step``, shared by every model instance; past its
-            # recompile limit (8) a further compile silently runs eager. The H100 table of 2026-11-23 hit that:
-            # the last three spikingresformer "compiled" rows took 0 s to compile and ran at eager speed. Each
-            # compiled row starts from a clean cache.
+            # recompile limit (8) a further compile silently runs eager. Each compiled row starts from a clean cache.
             import torch._dynamo
 
             torch._dynamo.reset()
@@ -128,7 +131,7 @@ def _bench_one(name, model, frames, dev, kind, batch, warmup, iters, ort_threads
         if "compiled" in kind and not eng._compiled:
             row["note"] = "compile failed, eager"
         # staggered:K answers, and so waits for the device, only every T/K frames: the other feeds would time the
-        # launch alone (the H100 table of 2026-11-23 showed 0.35 ms "per step" at batch 4 against 1.56 at batch 1).
+        # launch alone, so every step is synchronised.
         sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
         times = []
         for i in range(warmup + iters):
@@ -152,41 +155,45 @@ def _bench_one(name, model, frames, dev, kind, batch, warmup, iters, ort_threads
 
 def bench_replay(
     model_name: str, devs: Sequence[str] = ("cpu",), engines: Sequence[str] = ("torch eager", "onnx"),
-    path: str | Path = DEMO, seconds: float | None = None, ort_threads: int | None = None,
+    path: str | Path | None = None, seconds: float | None = None, ort_threads: int | None = None,
 ) -> list[dict]:
-    """x real time of the whole pipeline over ``path`` (the demo recording) with ``model_name``, window policy.
+    """x real time of the whole pipeline over ``path`` (None: the demo recording) with ``model_name``, window
+    policy.
 
     ``seconds`` limits the replay to that much recording time (None: all of it). The model is BN-calibrated
     like the step bench (untrained weights spike about as much as trained ones; speed depends on that)."""
     from ..decoder import Decoder
-    from ..pipeline import Pipeline, ReplayOptions
+    from ..model_setup import ModelSetup
+    from ..pipeline import FrameRecord, Pipeline, Prediction, ReplayOptions
     from ..sources import open_source
 
+    path = Path(path) if path is not None else demo_recording()
     model = _calibrated(model_name)
     cfg = model.cfg
     rows = []
     for dev in devs:
         for kind in engines:
-            row = {"bench": "replay", "case": f"{Path(path).name} {model_name}", "device": dev, "engine": kind,
+            row = {"bench": "replay", "case": f"{path.name} {model_name}", "device": dev, "engine": kind,
                    "unit": "x real time", "median": None, "p99": None, "note": ""}
             try:
                 eng = _engine(kind, model, dev, ort_threads, policy="window")
                 source = open_source(str(path))
-                pipe = Pipeline(source, cfg.events_per_frame, tuple(cfg.input_size), None, ReplayOptions(speed=None),
-                                engine=eng, decoder=Decoder(), class_names=cfg.class_names, with_frames=True)
+                setup = ModelSetup(model_name, eng, Decoder(), tuple(cfg.class_names), eng.frame_spec)
+                pipe = Pipeline(source, setup, replay=ReplayOptions(speed=None), with_frames=True)
                 t_last, answers, frames = 0, 0, 0
                 t0 = time.perf_counter()
                 try:
                     for rec in pipe.records():
-                        answers += rec.get("type") == "prediction"
-                        frames += rec.get("type") == "frame"
-                        t_last = max(t_last, int(rec.get("t_us", 0)))
-                        if seconds is not None and t_last >= seconds * 1e6 and rec.get("type") == "prediction":
+                        is_answer = isinstance(rec, Prediction)
+                        answers += is_answer
+                        frames += isinstance(rec, FrameRecord)
+                        t_last = max(t_last, rec.t_us)
+                        if seconds is not None and t_last >= seconds * 1e6 and is_answer:
                             break
                 finally:
                     pipe.close()
                 wall = time.perf_counter() - t0
-                dropped = pipe.summary().get("dropped_frames", 0)
+                dropped = pipe.summary().dropped_frames
                 row["median"] = (t_last / 1e6) / wall
                 row["note"] = f"{t_last / 1e6:.1f} s in {wall:.1f} s, {frames} frames, {answers} answers"
                 if dropped:
@@ -232,4 +239,4 @@ def format_suite(rows: list[dict]) -> str:
     table = format_rows(rows, [("bench", "bench", ""), ("case", "case", ""), ("device", "device", ""),
                                ("engine", "engine", ""), ("median", "median", ".2f"), ("p99", "p99", ".2f"),
                                ("unit", "unit", ""), ("note", "note", "")])
-    return machine_description() + "\n" + table
+    return describe_machine() + "\n" + table

@@ -20,31 +20,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evapp.binning import FrameSpec
 from evapp.errors import InputError
 
 FORMAT = "evapp-model/1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Preprocessing:
-    input_size: tuple[int, int]
-    events_per_frame: int
+    """What the artifact says about its inputs: the frame contract, the clip length T and the class names."""
+
+    frames: FrameSpec
     T: int
     class_names: tuple[str, ...]
-    framing: str = "count"
     polarity_channels: int = 2
-    reference_px_per_input_px: float = 1.0
 
     def to_dict(self) -> dict:
-        return {"input_size": list(self.input_size), "polarity_channels": self.polarity_channels,
-                "events_per_frame": self.events_per_frame, "T": self.T, "framing": self.framing,
-                "class_names": list(self.class_names), "reference_px_per_input_px": self.reference_px_per_input_px}
+        f = self.frames
+        return {"input_size": list(f.input_size), "polarity_channels": self.polarity_channels,
+                "events_per_frame": f.events_per_frame, "T": self.T, "framing": f.mode,
+                "class_names": list(self.class_names), "reference_px_per_input_px": f.reference_px_per_input_px}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(tuple(d["input_size"]), int(d["events_per_frame"]), int(d["T"]), tuple(d["class_names"]),
-                   d.get("framing", "count"), int(d.get("polarity_channels", 2)),
-                   float(d.get("reference_px_per_input_px", 1.0)))
+        frames = FrameSpec(tuple(d["input_size"]), int(d["events_per_frame"]), d.get("framing", "count"),
+                           float(d.get("reference_px_per_input_px", 1.0)))
+        return cls(frames, int(d["T"]), tuple(d["class_names"]), int(d.get("polarity_channels", 2)))
 
 
 @dataclass
@@ -83,7 +84,7 @@ def read_artifact(folder: str | Path) -> Artifact:
         raise InputError(f"{path} is not a valid evapp model config ({exc}).") from None
     if cfg.name not in list_models():
         raise InputError(f"{path} describes architecture '{cfg.name}', which this evapp does not have.")
-    if (pre.T, tuple(pre.input_size), len(pre.class_names)) != (cfg.T, tuple(cfg.input_size), cfg.num_classes):
+    if (pre.T, pre.frames.input_size, len(pre.class_names)) != (cfg.T, tuple(cfg.input_size), cfg.num_classes):
         raise InputError(f"{path} contradicts itself: preprocessing and model disagree on T, input size or classes.")
     return Artifact(folder, cfg, pre, data.get("policy", "window"), data.get("decoder", {}),
                     data.get("metrics", {}), data.get("training", {}))
@@ -111,12 +112,13 @@ def check_pipeline(artifact: Artifact, *, events_per_frame: int | None = None, i
                    class_names=None) -> None:
     """Refuse a pipeline that would feed the model frames unlike its training frames, or other classes."""
     pre = artifact.preprocessing
-    if events_per_frame is not None and events_per_frame != pre.events_per_frame:
-        raise InputError(f"Model '{artifact.name}' was trained on frames of {pre.events_per_frame} events; "
+    trained = pre.frames
+    if events_per_frame is not None and events_per_frame != trained.events_per_frame:
+        raise InputError(f"Model '{artifact.name}' was trained on frames of {trained.events_per_frame} events; "
                          f"-N {events_per_frame} would feed it frames unlike its training frames "
                          "(leave -N out, or retrain with 'evapp train -N').")
-    if input_size is not None and tuple(input_size) != tuple(pre.input_size):
-        raise InputError(f"Model '{artifact.name}' takes {pre.input_size[0]}x{pre.input_size[1]} input, not "
+    if input_size is not None and tuple(input_size) != trained.input_size:
+        raise InputError(f"Model '{artifact.name}' takes {trained.input_size[0]}x{trained.input_size[1]} input, not "
                          f"{input_size[0]}x{input_size[1]}.")
     if class_names is not None and tuple(class_names) != tuple(pre.class_names):
         raise InputError(f"Model '{artifact.name}' knows {len(pre.class_names)} classes "

@@ -12,16 +12,22 @@ Policies (DESIGN.md section 3):
 :class:`StreamingEngine` holds this logic and the answer construction once; a backend supplies five
 primitives on a batch of ``K`` rows (K = 1 except for ``staggered:K``): stage a frame, reset all rows or one
 row of the state, take one step, read one row's logits to the host, and report the firing rate.
+
+Every engine also declares what the pipeline needs to know about it: ``frame_spec`` (the frames the model was
+trained on), ``kind`` (``torch`` or ``onnx``), ``policy_text`` and :meth:`StreamingEngine.claim_cpu_threads`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EngineAnswer", "StreamingEngine", "parse_policy"]
+from evapp.binning import FrameSpec
+
+__all__ = ["EngineAnswer", "StreamingEngine", "parse_policy", "policy_text"]
 
 
 @dataclass
@@ -53,22 +59,41 @@ def parse_policy(policy: str) -> tuple[str, int]:
     raise ValueError(f"unknown policy {policy!r}; use 'window', 'staggered:K' or 'persistent'")
 
 
+def policy_text(name: str, K: int) -> str:
+    """The spelling ``parse_policy`` reads back: ``window``, ``staggered:K`` or ``persistent``."""
+    return f"staggered:{K}" if name == "staggered" else name
+
+
 class StreamingEngine:
     """Frame in, zero or one :class:`EngineAnswer` out, under a streaming policy; state stays in the backend.
 
-    Subclasses call ``super().__init__(T, policy, input_shape)`` once their backend can run a batch of
-    :attr:`batch` rows, then :meth:`reset`, and implement the ``_``-prefixed primitives below.
+    Subclasses call ``super().__init__(T, policy, input_shape, frame_spec)`` once their backend can run a batch
+    of :attr:`batch` rows, then :meth:`reset`, and implement the ``_``-prefixed primitives below.
     """
 
-    def __init__(self, T: int, policy: str, input_shape: tuple[int, ...]) -> None:
+    kind = "engine"  # "torch" or "onnx" in the backends
+
+    def __init__(self, T: int, policy: str, input_shape: tuple[int, ...], frame_spec: FrameSpec) -> None:
         self.policy, self.K = parse_policy(policy)
         self.T = int(T)
         if self.policy == "staggered" and self.T % self.K:
             raise ValueError(f"staggered:{self.K} needs K to divide T={self.T} (answers every T/K frames)")
         self.stride = self.T // self.K
         self.input_shape = tuple(input_shape)
-        self._g = 0  # frames fed since reset
-        self._n = 0  # window policy: frames in the current window
+        if tuple(self.input_shape[-2:]) != frame_spec.input_size:
+            raise ValueError(f"frame spec {frame_spec.input_size} does not match the model input {self.input_shape}")
+        self.frame_spec = frame_spec
+        self.frames_since_reset = 0
+        self.frames_in_window = 0  # window policy: frames of the current window
+
+    @property
+    def policy_text(self) -> str:
+        return policy_text(self.policy, self.K)
+
+    def claim_cpu_threads(self) -> Callable[[], None] | None:
+        """Called by the pipeline before streaming: take the CPU threads this engine should use while the
+        pipeline's reader thread keeps a core; returns the undo, or None when there was nothing to take."""
+        return None
 
     @property
     def batch(self) -> int:
@@ -109,8 +134,8 @@ class StreamingEngine:
         """Clear all state and spike counters; the next frame starts a new stream."""
         self._reset_rows(None)
         self._clear_spike_counts()
-        self._g = 0
-        self._n = 0
+        self.frames_since_reset = 0
+        self.frames_in_window = 0
 
     def _answer(self, row: int, t0: float, frames: int) -> EngineAnswer:
         lg = np.asarray(self._logits(row), dtype=np.float32)
@@ -118,22 +143,23 @@ class StreamingEngine:
         p = np.exp(lg - lg.max())
         p /= p.sum()
         cid = int(p.argmax())
-        return EngineAnswer(lg, p, cid, float(p[cid]), step_ms, self._take_spike_rate(), frames, self._g)
+        return EngineAnswer(lg, p, cid, float(p[cid]), step_ms, self._take_spike_rate(), frames,
+                            self.frames_since_reset)
 
     def feed(self, frame) -> list[EngineAnswer]:
         """One time step: ``frame`` is a float32 ``[C, H, W]`` numpy array or tensor of event counts."""
         t0 = time.perf_counter()
         self._stage(self._check_frame(frame))
         out: list[EngineAnswer] = []
-        g = self._g
+        g = self.frames_since_reset
         if self.policy == "window":
-            if self._n == 0:
+            if self.frames_in_window == 0:
                 self._reset_rows(None)
             self._step()
-            self._n += 1
-            if self._n == self.T:
+            self.frames_in_window += 1
+            if self.frames_in_window == self.T:
                 out.append(self._answer(0, t0, self.T))
-                self._n = 0
+                self.frames_in_window = 0
         elif self.policy == "staggered":
             if g % self.stride == 0:  # row (g / stride) mod K starts a new window with this frame
                 self._reset_rows((g // self.stride) % self.K)
@@ -144,5 +170,5 @@ class StreamingEngine:
         else:  # persistent
             self._step()
             out.append(self._answer(0, t0, g + 1))
-        self._g += 1
+        self.frames_since_reset += 1
         return out

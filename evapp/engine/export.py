@@ -38,7 +38,7 @@ from ..snn.state import get_state, set_spike_recording, set_state, state_specs, 
 
 __all__ = ["DEFAULT_OPSET", "StepWrapper", "export_onnx", "export_step", "read_meta", "spike_layers", "weights_digest"]
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = (17, 18)

@@ -9,20 +9,14 @@ artifact runs with random initialisation, and says so once.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from evapp.engine.artifact import Artifact, read_artifact
 from evapp.errors import InputError
+from evapp.paths import models_dir
 
-log = logging.getLogger("evapp")
-
-
-def models_dir() -> Path:
-    """``$EVAPP_MODELS``, else the repository's ``models/`` folder next to the package."""
-    env = os.environ.get("EVAPP_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+log = logging.getLogger(__name__)
 
 
 def find_artifact(name: str) -> Artifact | None:
@@ -59,6 +53,54 @@ class LoadedModel:
         return self.model.cfg
 
 
+def no_such_model(name: str, available) -> InputError:
+    return InputError(f"There is no model named '{name}' (available: {', '.join(available)}).")
+
+
+def require_architectures(names) -> None:
+    """Refuse a name that is not one of the zoo's architectures (what ``train`` and ``bench`` run)."""
+    from evapp.nets import list_models
+
+    for name in names:
+        if name not in list_models():
+            raise no_such_model(name, list_models())
+
+
+def model_names() -> list[str]:
+    """What ``--model`` takes by name: the artifacts in ``models/``, then the zoo's architectures without one."""
+    from evapp.nets import list_models
+
+    shipped = [a.name for a in list_artifacts()]
+    return shipped + [n for n in list_models() if n not in shipped]
+
+
+def catalogue() -> list[dict]:
+    """``evapp models``: every artifact (architecture, parameters, input, T, N, policy, weights, accuracy and
+    the data it was measured on), then the zoo's architectures without an artifact (untrained)."""
+    from evapp.nets import count_params, create_model, get_config, list_models
+
+    rows = []
+    default = default_model_name()
+    for artifact in list_artifacts():
+        cfg, frames = artifact.config, artifact.preprocessing.frames
+        acc = artifact.metrics.get("clip_accuracy")
+        rows.append({"name": artifact.name, "arch": cfg.name, "params": count_params(create_model(cfg)),
+                     "input": f"2x{cfg.input_size[0]}x{cfg.input_size[1]}", "T": cfg.T,
+                     "events_per_frame": frames.events_per_frame, "policy": artifact.policy,
+                     "weights": str(artifact.weights_path) if artifact.weights_path.is_file() else "none",
+                     "accuracy": "" if acc is None else f"{100 * acc:.1f} % ({artifact.metrics.get('data_kind', '?')})",
+                     "default": artifact.name == default})
+    for name in list_models():
+        if any(r["name"] == name for r in rows):
+            continue
+        cfg = get_config(name)
+        rows.append({"name": name, "arch": name, "params": count_params(create_model(name)),
+                     "input": f"2x{cfg.input_size[0]}x{cfg.input_size[1]}", "T": cfg.T,
+                     "events_per_frame": cfg.events_per_frame, "policy": "window", "weights": "none",
+                     "accuracy": "untrained", "default": False})
+    return rows
+
+
 def load(name: str, weights: str | Path | None = None) -> LoadedModel:
     """Build the model ``name`` (artifact config if there is one) and load its weights."""
     from evapp.nets import create_model, list_models
@@ -66,8 +108,7 @@ def load(name: str, weights: str | Path | None = None) -> LoadedModel:
     artifact = find_artifact(name)
     if artifact is None and name not in list_models():
         shipped = [a.name for a in list_artifacts()]
-        available = ", ".join(sorted(set(list_models()) | set(shipped)))
-        raise InputError(f"There is no model named '{name}' (available: {available}).")
+        raise no_such_model(name, sorted(set(list_models()) | set(shipped)))
     model = create_model(artifact.config) if artifact is not None else create_model(name)
     path = Path(weights) if weights else (artifact.weights_path if artifact is not None else None)
     if path is None:

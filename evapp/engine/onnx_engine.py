@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..binning import FrameSpec
 from .base import StreamingEngine
 from .export import META_FILE, ONNX_FILE, export_step, read_meta
 
 __all__ = ["OnnxEngine", "choose_providers"]
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
@@ -106,10 +107,12 @@ class OnnxEngine(StreamingEngine):
     ``model`` is the ONNX file (path or bytes) and ``meta`` its ``onnx.json`` dict; see :meth:`from_folder`
     and :meth:`from_model`. ``device``: ``auto`` (TensorRT, CUDA, CPU), ``cuda`` or ``cpu``.
     ``intra_op_threads``: ORT's intra-op thread pool; default on the CPU provider: all cores but one, which is
-    left to the pipeline's reader/binner thread (as the pipeline does for torch); measured on the 2-core
-    development machine under load, 1 thread ran 1.3-1.9x faster per step than 2. Elsewhere ORT's default.
+    left to the pipeline's reader/binner thread (as the torch engine does; README, Deployment). Elsewhere
+    ORT's default.
     ``optimization``: ORT graph optimisation level ``disable|basic|extended|all``.
     """
+
+    kind = "onnx"
 
     def __init__(
         self,
@@ -120,6 +123,7 @@ class OnnxEngine(StreamingEngine):
         record_spikes: bool = True,
         intra_op_threads: int | None = None,
         optimization: str = "all",
+        frame_spec: FrameSpec | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -127,7 +131,8 @@ class OnnxEngine(StreamingEngine):
 
         self.meta = meta
         self.cfg = ModelConfig.from_dict(meta["config"])
-        super().__init__(self.cfg.T, policy, tuple(meta["inputs"][0]["shape"][1:]))
+        super().__init__(self.cfg.T, policy, tuple(meta["inputs"][0]["shape"][1:]),
+                         frame_spec or FrameSpec(tuple(self.cfg.input_size), int(self.cfg.events_per_frame)))
         self.record_spikes = record_spikes
         device = str(device)
         providers = choose_providers(device)
@@ -151,11 +156,8 @@ class OnnxEngine(StreamingEngine):
         self.providers = self.session.get_providers()
         if device == "cuda" and not any(p in self.providers for p in _GPU_PROVIDERS):
             raise RuntimeError("device 'cuda' was requested but ONNX Runtime could not start a GPU provider")
-        import torch
-
         on_gpu = any(p in self.providers for p in _GPU_PROVIDERS)
-        self.device = torch.device("cuda" if on_gpu else "cpu")  # same type as TorchEngine.device
-        dev = self.device.type
+        self.device = dev = "cuda" if on_gpu else "cpu"  # where the state lives (ORT's device name)
         log.info("onnx engine: %s on providers %s", self.cfg.name, ", ".join(self.providers))
         # the reset graph is a few elementwise ops: CUDA (or CPU) runs it; a TensorRT engine for it is not worth
         # building
@@ -267,7 +269,7 @@ class OnnxEngine(StreamingEngine):
         if not isinstance(frame, np.ndarray):
             frame = frame.detach().cpu().numpy()
         self._frame_host[...] = frame  # broadcast into every row
-        if self.device.type != "cpu":
+        if self.device != "cpu":
             self._frame.update_inplace(self._frame_host)
 
     def _reset_rows(self, row: int | None) -> None:
@@ -278,7 +280,7 @@ class OnnxEngine(StreamingEngine):
             return  # already all reset
         self._keep_host[:] = 1.0
         self._keep_host[row] = 0.0
-        if self.device.type != "cpu":
+        if self.device != "cpu":
             self._keep.update_inplace(self._keep_host)
         dst = 1 - self._cur
         b = self._reset_bindings[(self._cur, dst)]

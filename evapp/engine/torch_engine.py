@@ -17,19 +17,21 @@ Fast paths, both optional:
 Precision (``precision``): ``fp32`` (default) is exact, with TF32 switched off on CUDA so that T single steps
 match one multi-step call. ``tf32`` lets cuDNN and matmuls round inputs to TF32 (CUDA); ``fp16`` and ``bf16``
 run the step under ``torch.autocast`` (convolutions and matmuls in half precision, neurons and state in
-float32). They are faster on a GPU and flip the odd near-threshold neuron: on an H100 with the trained
-sglformer-3-256 over 400 frames of a synthetic trial, tf32 agreed with fp32 on 98 % of answers and fp16 on
-97 %, at the same frame accuracy within 0.3 points (README, Deployment).
+float32). They are faster on a GPU and flip the odd near-threshold neuron, so a few answers differ from fp32
+(agreement measured in the README, Deployment).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..binning import FrameSpec
 from ..snn.neurons import BaseNode
 from ..snn.state import get_state, reset_spike_counts, set_spike_recording, set_state, state_specs
 from .base import EngineAnswer, StreamingEngine, parse_policy
@@ -38,6 +40,11 @@ __all__ = ["PRECISIONS", "EngineAnswer", "TorchEngine", "parse_policy", "resolve
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def model_frame_spec(cfg) -> FrameSpec:
+    """The frames a model's config asks for (an untrained model: no training density to thin to)."""
+    return FrameSpec(tuple(cfg.input_size), int(cfg.events_per_frame))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -56,6 +63,8 @@ class TorchEngine(StreamingEngine):
     returns a list with zero or one :class:`EngineAnswer`.
     """
 
+    kind = "torch"
+
     def __init__(
         self,
         model: nn.Module,
@@ -65,8 +74,11 @@ class TorchEngine(StreamingEngine):
         record_spikes: bool = True,
         precision: str = "fp32",
         cuda_graph: bool = False,
+        frame_spec: FrameSpec | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.cpu_threads = cpu_threads
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if precision in ("tf32", "fp16") and self.device.type != "cuda":
@@ -74,12 +86,10 @@ class TorchEngine(StreamingEngine):
         self.precision = precision
         if self.device.type == "cuda":
             # Process-wide. TF32 convs (PyTorch's cuDNN default) round pre-activations to ~1e-3, enough to flip
-            # neurons sitting near threshold, and a flip propagates: measured on an H100, T single steps vs one
-            # multi-step call then differ by up to 2.7 in the logits; with TF32 off SAFormer/SpikingResformer
-            # match to 1e-7 (SGLFormer can still flip where cuDNN picks a different fp32 algorithm per batch).
+            # neurons sitting near threshold, and a flip propagates through the steps (docs/decisions.md, TF32).
             torch.backends.cudnn.allow_tf32 = precision == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        super().__init__(int(model.cfg.T), policy, tuple(model.input_shape))
+        super().__init__(int(model.cfg.T), policy, tuple(model.input_shape), frame_spec or model_frame_spec(model.cfg))
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"a CUDA graph needs a CUDA device, not {self.device.type}")
         self.model = model.to(self.device).eval()
@@ -112,6 +122,16 @@ class TorchEngine(StreamingEngine):
                 return step(x)
 
         return step_in_half_precision
+
+    def claim_cpu_threads(self) -> Callable[[], None] | None:
+        """On the CPU: torch's intra-op threads for this engine's steps (``cpu_threads``, default all cores but
+        one, so the pipeline's reader thread keeps a core; README, Deployment); undone when the stream ends."""
+        if self.device.type != "cpu":
+            return None
+        before = torch.get_num_threads()
+        wanted = self.cpu_threads or max(1, min(before, (os.cpu_count() or 1) - 1))
+        torch.set_num_threads(wanted)
+        return lambda: torch.set_num_threads(before)
 
     # -- backend primitives ---------------------------------------------------------------------------
     def _stage(self, frame) -> None:

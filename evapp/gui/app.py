@@ -12,8 +12,8 @@ def duration_of(source) -> int | None:
     return source.info().duration_us
 
 
-def run_window(pipeline, engine_factory, model_name, policy, device, title: str, stop: list,
-               recorder_factory=None, screenshot=None, quit_after_s=None) -> int:
+def run_window(pipeline, choice, title: str, stop: list, recorder_factory=None, screenshot=None,
+               quit_after_s=None) -> int:
     """Show the window until it is closed (Ctrl+Q, the close button) or a stop is requested (``stop`` non-empty:
     Ctrl-C or SIGTERM in the terminal, see evapp.interrupts; the caller holds the handlers, installed before
     anything here is imported)."""
@@ -25,8 +25,7 @@ def run_window(pipeline, engine_factory, model_name, policy, device, title: str,
     from evapp.gui.window import MainWindow
 
     app = QApplication.instance() or QApplication([title])
-    window = MainWindow(pipeline, engine_factory, model_name, policy, device, title, recorder_factory,
-                        duration_us=duration_of(pipeline.source))
+    window = MainWindow(pipeline, choice, title, recorder_factory, duration_us=duration_of(pipeline.source))
     if stop:  # asked to stop while starting up
         window.close()
         return 0

@@ -32,41 +32,36 @@ from PyQt6.QtWidgets import (
 from evapp.binning import default_region
 from evapp.errors import EvappError
 from evapp.gui.widgets import EventView, ProbabilityBars, Timeline, class_colour
+from evapp.model_setup import ModelChoice, build_model_setup
+from evapp.pipeline import Prediction
+from evapp.pipeline.queues import LatestEvents
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 SPEEDS = (("0.25x", 0.25), ("0.5x", 0.5), ("1x", 1.0), ("2x", 2.0), ("4x", 4.0), ("max", None))
 POLICIES = ("window", "staggered:4", "persistent")
 SEEK_STEP_S = 5.0
 
 
-def policy_text(engine, asked: str | None) -> str:
-    """The policy the engine really runs (an artifact may choose it when none was asked for)."""
-    name = getattr(engine, "policy", None)
-    if name is None:
-        return asked or "window"
-    return f"staggered:{engine.K}" if name == "staggered" else name
-
-
-def engine_kind_of(engine) -> str:
-    """'onnx' for the ONNX Runtime engine, else 'torch'."""
-    return "onnx" if type(engine).__name__.lower().startswith("onnx") else "torch"
-
-
 class MainWindow(QMainWindow):
-    def __init__(self, pipeline, engine_factory, model_name: str | None, policy: str, device: str,
-                 title: str = "evapp", recorder_factory=None, duration_us: int | None = None):
+    """The window on a running pipeline; ``choice`` is the model the command line chose (the window builds the
+    models the user switches to from it, keeping its decoder and torch options)."""
+
+    def __init__(self, pipeline, choice: ModelChoice, title: str = "evapp", recorder_factory=None,
+                 duration_us: int | None = None):
         super().__init__()
         self.pipeline = pipeline
-        self.engine_factory = engine_factory
+        self.choice = choice
         self.recorder_factory = recorder_factory
-        self.model_name, self.device = model_name, device
-        self.policy = policy_text(pipeline.engine, policy)
-        self.engine_kind = engine_kind_of(pipeline.engine)
+        self.model_name, self.device = pipeline.model.name, choice.device
+        self.policy = self._policy_of(pipeline.model, choice.policy)
+        self.engine_kind = pipeline.model.engine_kind or choice.engine
         self.is_live = pipeline.is_live
         self.error: BaseException | None = None
         self.recorder = None
-        self.last_prediction: dict | None = None
+        self.latest_events = LatestEvents()
+        pipeline.watch_batches(self.latest_events.add)
+        self.last_prediction: Prediction | None = None
         self.predictions_shown = 0
         self.frames_shown = 0
         self._engine_results: queue.Queue = queue.Queue()
@@ -107,9 +102,14 @@ class MainWindow(QMainWindow):
         self.timer.start(33)
         pipeline.start()
 
+    @staticmethod
+    def _policy_of(setup, asked: str | None) -> str:
+        """The policy the engine really runs (an artifact may choose it when none was asked for)."""
+        return setup.policy_text if setup.engine is not None else (asked or "window")
+
     # -- layout ---------------------------------------------------------------------------------------
     def _build_controls(self) -> None:
-        from evapp.nets import list_models
+        from evapp.engine.loading import model_names
 
         self.play_button = QPushButton("Pause")
         self.play_button.clicked.connect(self.toggle_pause)
@@ -150,7 +150,7 @@ class MainWindow(QMainWindow):
 
         self.model_box = QComboBox()
         self.model_box.addItem("(no model)")
-        self.model_box.addItems(list_models())
+        self.model_box.addItems(model_names())  # the artifacts, then the untrained architectures
         self.model_box.setCurrentText(self.model_name or "(no model)")
         self.policy_box = QComboBox()
         self.policy_box.setEditable(True)  # staggered:K with any K
@@ -252,7 +252,7 @@ class MainWindow(QMainWindow):
 
         def build():
             try:
-                result = self.engine_factory(model_name, policy, device, engine_kind=engine_kind)
+                result = build_model_setup(self.choice.switched(model_name, policy, device, engine_kind))
                 self._engine_results.put((model_name, policy, device, engine_kind, result))
             except BaseException as exc:  # noqa: BLE001 - shown in the status line
                 self._engine_results.put((model_name, policy, device, engine_kind, exc))
@@ -267,19 +267,19 @@ class MainWindow(QMainWindow):
         self._building = False
         self.apply_button.setEnabled(True)
         self.view.banner_text = ""
+        if not isinstance(result, BaseException):
+            try:
+                self.pipeline.set_model(result)
+            except EvappError as exc:  # e.g. the chosen region is smaller than the new model's input
+                result = exc
         if isinstance(result, BaseException):
             self.status.setText(f"model not changed: {result}")
             return
-        engine, decoder, class_names, n, size = result
-        self.model_name, self.policy, self.device = model_name, policy_text(engine, policy), device
-        self.engine_kind = engine_kind_of(engine) if engine is not None else engine_kind
+        self.model_name, self.policy, self.device = model_name, self._policy_of(result, policy), device
+        self.engine_kind = result.engine_kind or engine_kind
         self.policy_box.setCurrentText(self.policy)
-        self.pipeline.set_engine(engine, decoder, class_names)
-        if (size, size) != (self.pipeline.mapping.height, self.pipeline.mapping.width) and size is not None:
-            self.pipeline.set_input_size(size)
-        self.pipeline.set_binning(n, self._user_region)
-        self.n_box.setValue(n)
-        self.bars.set_names(class_names)
+        self.n_box.setValue(result.frame_spec.events_per_frame)
+        self.bars.set_names(result.class_names)
         self.last_prediction = None
         self.view.label_text = ""
 
@@ -300,15 +300,13 @@ class MainWindow(QMainWindow):
             self.status.setText(str(exc))
             self.record_button.setChecked(False)
             return
-        self.pipeline.source.store_hooks.append(self.recorder)
+        self.pipeline.add_tap(self.recorder)
         self.record_button.setChecked(True)
 
     def stop_recording(self) -> None:
         if self.recorder is None:
             return
-        hooks = self.pipeline.source.store_hooks
-        if self.recorder in hooks:
-            hooks.remove(self.recorder)
+        self.pipeline.remove_tap(self.recorder)
         self.recorder.close()
         self.status.setText(f"recorded {self.recorder.events:,} events to {self.recorder.path}")
         self.recorder = None
@@ -330,14 +328,14 @@ class MainWindow(QMainWindow):
             self.close()
             return
         shown = []
-        for out in outputs:
-            if out.record["type"] == "prediction":
-                self._show_prediction(out)
-                shown.append(out)
+        for record in outputs:
+            if isinstance(record, Prediction):
+                self._show_prediction(record)
+                shown.append(record)
             else:
                 self.frames_shown += 1
         if not self.pipeline.paused:  # paused: the picture stays as it was
-            self.view.add_events(self.pipeline.take_view_events())
+            self.view.add_events(self.latest_events.take())
         position = self.pipeline.position_us
         self.timeline.cursor_us = position
         self.timeline.labels = list(self.pipeline.source.labels)
@@ -346,22 +344,21 @@ class MainWindow(QMainWindow):
             self.seek_slider.setValue(int(position / 1e5))
         self.position_label.setText(f"{position / 1e6:6.1f} s")
         self.view.repaint()  # the prediction is on screen now: that is where its latency ends
-        for out in shown:
-            self.pipeline.report_shown(out)
+        for prediction in shown:
+            self.pipeline.report_shown(prediction)
         self._update_status()
 
-    def _show_prediction(self, out) -> None:
-        record = out.record
-        self.last_prediction = record
+    def _show_prediction(self, prediction: Prediction) -> None:
+        self.last_prediction = prediction
         self.predictions_shown += 1
-        decision = record["decision"]
+        decision, answer = prediction.decision, prediction.answer
         names = self.pipeline.class_names or ()
-        self.view.label_text = f"{decision['class_name'].replace('_', ' ')}  {decision['confidence']:.2f}"
-        self.view.label_colour = class_colour(decision["class_id"], len(names)).lighter(120)
-        self.view.detail_text = (f"raw: {record['class_name'].replace('_', ' ')} {record['confidence']:.2f}   "
-                                 f"step {record['step_ms']:.1f} ms")
-        self.bars.set_probs(record["probs"], decision["class_id"])
-        self.timeline.add(out.recording_us, decision["class_id"])
+        self.view.label_text = f"{decision.class_name.replace('_', ' ')}  {decision.confidence:.2f}"
+        self.view.label_colour = class_colour(decision.class_id, len(names)).lighter(120)
+        self.view.detail_text = (f"raw: {answer.class_name.replace('_', ' ')} {answer.confidence:.2f}   "
+                                 f"step {prediction.step_ms:.1f} ms")
+        self.bars.set_probs(prediction.probs, decision.class_id)
+        self.timeline.add(prediction.recording_us, decision.class_id)
 
     def _update_status(self) -> None:
         s = self.pipeline.stats()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from evapp.errors import InputError
-from evapp.sources.base import EventSource, SourceInfo, looped, paced, start_at
+from evapp.sources.base import EventSource, SourceInfo, start_at
+from evapp.sources.replay import ReplayClock, ReplayOptions
 
 FILE_FORMATS = {
     ".aedat4": "AEDAT4 recording (DV, dv-processing)",
@@ -43,4 +44,4 @@ def open_source(spec: str | Path) -> EventSource:
     return {".aedat": files.Aedat3Source, ".npy": files.TonicNpySource}.get(suffix, files.PropheseeSource)(path)
 
 
-__all__ = ["EventSource", "SourceInfo", "open_source", "looped", "paced", "start_at", "FILE_FORMATS"]
+__all__ = ["EventSource", "SourceInfo", "open_source", "start_at", "ReplayClock", "ReplayOptions", "FILE_FORMATS"]

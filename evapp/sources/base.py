@@ -1,8 +1,9 @@
-"""The one interface every event source implements, plus the generic replay controls.
+"""The one interface every event source implements, plus ``start_at`` (replay ``--start``).
 
 A source yields batches in ``EVENT_DTYPE`` with timestamps rebased to the stream's first event, carries the
-sensor geometry, and (for labelled recordings) ground-truth intervals on the same rebased clock. Pacing,
-looping and starting at an offset are the same for every file format, so they live here once.
+sensor geometry, and (for labelled recordings) ground-truth intervals on the same rebased clock. Pacing a
+file against the wall clock (speed, pause, seek, loop) is the same for every format and lives once in
+``evapp.sources.replay``.
 """
 
 from __future__ import annotations
@@ -144,41 +145,3 @@ def start_at(batches: Iterator[np.ndarray], start_us: int) -> Iterator[np.ndarra
             batch = batch[np.searchsorted(batch["timestamp"], start_us, side="left") :]
         yield batch
 
-
-def looped(source: EventSource, start_us: int = 0, loop: bool = False) -> Iterator[np.ndarray]:
-    """Replay a file source, optionally forever; each pass continues the clock so time stays monotonic."""
-    offset = 0
-    while True:
-        last = None
-        for batch in start_at(source.batches(), start_us):
-            last = int(batch["timestamp"][-1])
-            if offset:
-                batch = batch.copy()
-                batch["timestamp"] += offset
-            yield batch
-        if not loop or last is None:
-            return
-        # The next pass begins 1 µs after this pass's last event, at the same place in the recording.
-        offset += last - start_us + 1
-
-
-def paced(batches: Iterator[np.ndarray], speed: float | None) -> Iterator[np.ndarray]:
-    """Release each batch no earlier than its last event's stream time divided by ``speed``.
-
-    ``speed=None`` means as fast as possible. Pacing is against a monotonic wall clock started at the first
-    batch, so a slow consumer is never made to wait extra and the replay never drops events.
-    """
-    if speed is None:
-        yield from batches
-        return
-    wall0 = None
-    stream0 = None
-    for batch in batches:
-        t_last = int(batch["timestamp"][-1])
-        if wall0 is None:
-            wall0, stream0 = time.monotonic(), int(batch["timestamp"][0])
-        due = wall0 + (t_last - stream0) * 1e-6 / speed
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield batch

@@ -16,7 +16,7 @@ from datetime import timedelta
 from evapp.errors import InputError, SourceLost
 from evapp.sources.base import LiveSource
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evapp.binning import FixedCountBinner, SensorMapping, thinning_keep_fraction
+from evapp.binning import FrameSpec, SensorMapping
 from evapp.errors import InputError
-from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
+from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry, labels_at
 from evapp.sources import open_source
 
 DVS128_GESTURE_HELP = (
@@ -65,18 +65,6 @@ def find_trials(root: str | Path, split: str) -> list[Trial]:
     raise InputError(f"{root} holds no DVS128 Gesture {split} split: " + DVS128_GESTURE_HELP.format(root=root) + ".")
 
 
-@dataclass
-class Framing:
-    """How events become frames; recorded in the model artifact so that live frames are made the same way."""
-
-    input_size: tuple[int, int]
-    events_per_frame: int  # N, at the model's input resolution (count framing)
-    T: int
-    mode: str = "count"  # "count" (fixed N, as live) or "clip" (each gesture split into T equal-count frames)
-    reference_px_per_input_px: float | None = None  # the training sensor's density; None: this data's own
-
-
-
 class FramedTrial:
     """A trial's frames (sparse), each frame's end time and label (-1 outside every labelled gesture)."""
 
@@ -116,22 +104,14 @@ class FramedTrial:
         return [(int(a), int(b), int(lab[a])) for a, b in zip(starts, stops, strict=True) if lab[a] >= 0]
 
 
-def label_frames(t_end_us: np.ndarray, labels: list[LabelInterval]) -> np.ndarray:
-    """Class of the gesture whose interval ``[start, end)`` holds each frame's last event; -1 elsewhere."""
-    out = np.full(t_end_us.shape[0], -1, np.int64)
-    for lab in labels:
-        out[(t_end_us >= lab.start_us) & (t_end_us < lab.end_us)] = lab.class_id
-    return out
-
-
-def frame_trial(trial: Trial, framing: Framing, region=None) -> FramedTrial:
-    """Read one trial through the live source classes and bin it as :class:`Framing` says."""
+def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None) -> FramedTrial:
+    """Read one trial through the live source classes and bin it as ``spec`` says (``clip`` mode: each
+    gesture into ``T`` frames)."""
     source = open_source(trial.path)
     try:
-        mapping = SensorMapping(source.geometry, framing.input_size, region)
-        if framing.mode == "count":
-            keep = thinning_keep_fraction(mapping, framing.reference_px_per_input_px)
-            binner = FixedCountBinner(framing.events_per_frame, mapping, keep)
+        mapping = spec.mapping(source.geometry, region)
+        if spec.mode == "count":
+            binner = spec.binner(source.geometry, region)
             counts, ends = [], []
             for batch in source.batches():
                 done = binner.push(batch)
@@ -141,11 +121,11 @@ def frame_trial(trial: Trial, framing: Framing, region=None) -> FramedTrial:
             dense = np.concatenate(counts) if counts else np.zeros((0, *mapping.frame_shape), np.float32)
             t_end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
             labels = _checked_labels(trial, source.labels)  # a file source knows its labels once it has been read
-            frame_labels = label_frames(t_end, labels)
+            frame_labels = labels_at(t_end, labels)
         else:
             events = np.concatenate(list(source.batches()))
             labels = _checked_labels(trial, source.labels)
-            dense, t_end, frame_labels = _clip_frames(events, mapping, labels, framing)
+            dense, t_end, frame_labels = _clip_frames(events, mapping, labels, T)
     finally:
         source.close()
     return FramedTrial(trial.path.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
@@ -160,7 +140,7 @@ def _checked_labels(trial: Trial, labels: list[LabelInterval]) -> list[LabelInte
     return list(labels)
 
 
-def _clip_frames(events: np.ndarray, mapping: SensorMapping, labels: list[LabelInterval], framing: Framing):
+def _clip_frames(events: np.ndarray, mapping: SensorMapping, labels: list[LabelInterval], T: int):
     """Each labelled gesture -> T frames of equal event count (the last frame takes the remainder)."""
     t = events["timestamp"]
     frames, ends, frame_labels = [], [], []
@@ -169,11 +149,11 @@ def _clip_frames(events: np.ndarray, mapping: SensorMapping, labels: list[LabelI
         keys = mapping.keys(part)
         inside = keys < mapping.bins
         keys, times = keys[inside], part["timestamp"][inside]
-        if keys.shape[0] < framing.T:
+        if keys.shape[0] < T:
             continue  # too few events to split: SpikingJelly would make empty frames; skip the gesture
-        step = keys.shape[0] // framing.T
-        for j in range(framing.T):
-            stop = keys.shape[0] if j == framing.T - 1 else (j + 1) * step
+        step = keys.shape[0] // T
+        for j in range(T):
+            stop = keys.shape[0] if j == T - 1 else (j + 1) * step
             frames.append(np.bincount(keys[j * step : stop], minlength=mapping.bins).astype(np.float32))
             ends.append(times[stop - 1])
             frame_labels.append(lab.class_id)
@@ -240,11 +220,12 @@ def stream_windows(trials: list[FramedTrial], length: int, count: int, rng: np.r
     return [Window(int(i), int(rng.integers(0, len(trials[i]) - length + 1)), -1) for i in picks]
 
 
-def load_split(root: str | Path, split: str, framing: Framing, region=None, progress=None) -> list[FramedTrial]:
+def load_split(root: str | Path, split: str, spec: FrameSpec, T: int, region=None,
+               progress=None) -> list[FramedTrial]:
     trials = find_trials(root, split)
     out = []
     for trial in trials:
-        out.append(frame_trial(trial, framing, region))
+        out.append(frame_trial(trial, spec, T, region))
         if progress is not None:
             progress(trial.path.name)
     return out

@@ -18,21 +18,21 @@ import json
 import logging
 import math
 import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evapp.binning import FrameSpec
 from evapp.errors import InputError
+from evapp.machine import describe_device
 from evapp.train.augment import Mixup, RandomFlip, SNNAugmentWide
 from evapp.train.data import (
     WINDOW_POSITIONS,
     FramedTrial,
-    Framing,
     Window,
     evaluation_windows,
     load_split,
@@ -40,49 +40,17 @@ from evapp.train.data import (
     training_windows,
     window_position,
 )
+from evapp.train.settings import TrainSettings
 
 log = logging.getLogger("evapp")
-
-
-@dataclass
-class TrainSettings:
-    model: str
-    data: str
-    out: str
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 5e-3
-    weight_decay: float = 0.06
-    warmup_epochs: float = 1.0
-    min_lr: float = 1e-5
-    T: int | None = None  # default: the model's
-    events_per_frame: int | None = None  # default: the model's
-    framing: str = "count"
-    objective: str = "clips"  # or "stream"
-    stream_length: int = 32
-    windows_per_gesture: int = 4
-    flip: str = "none"  # none | paper | mirror
-    augment: bool = True
-    mixup: bool = True
-    mixup_until: float = 0.37  # fraction of epochs with mixup (official: 75 of 202)
-    label_smoothing: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None  # default: on for CUDA
-    max_steps_per_epoch: int | None = None
-    stop_after: int | None = None  # stop after this many epochs of the schedule (resume later with --resume)
-    eval_batch_size: int = 32
-    eval_limit: int | None = None  # windows evaluated per epoch (None: all)
-    model_overrides: dict = field(default_factory=dict)
-    threads: int | None = None
-    init: str | None = None  # weights (.safetensors, or a run or artifact folder) to start from: fine-tuning
 
 
 @dataclass
 class Prepared:
     train: list[FramedTrial]
     test: list[FramedTrial]
-    framing: Framing
+    frames: FrameSpec
+    T: int
 
 
 def _dist() -> tuple[int, int]:
@@ -136,17 +104,17 @@ def batch_clips(trials: list[FramedTrial], windows: list[Window], length: int) -
 
 
 def prepare_data(settings: TrainSettings, cfg) -> Prepared:
-    framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, settings.framing)
+    spec = FrameSpec(tuple(cfg.input_size), cfg.events_per_frame, settings.framing)
     started = time.perf_counter()
-    train = load_split(settings.data, "train", framing)
-    test = load_split(settings.data, "test", framing)
+    train = load_split(settings.data, "train", spec, cfg.T)
+    test = load_split(settings.data, "test", spec, cfg.T)
     frames = sum(len(t) for t in train + test)
     log.info("framed %d train + %d test trials into %d frames of %d events in %.1f s", len(train), len(test),
-             frames, framing.events_per_frame, time.perf_counter() - started)
-    if not evaluation_windows(train, framing.T):
-        raise InputError(f"No gesture in {settings.data} lasts {framing.T} frames of {framing.events_per_frame} "
+             frames, spec.events_per_frame, time.perf_counter() - started)
+    if not evaluation_windows(train, cfg.T):
+        raise InputError(f"No gesture in {settings.data} lasts {cfg.T} frames of {spec.events_per_frame} "
                          "events; use a smaller -N or --T.")
-    return Prepared(train, test, framing)
+    return Prepared(train, test, spec, cfg.T)
 
 
 @torch.no_grad()
@@ -352,7 +320,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             torch.distributed.barrier()
     final.setdefault("best_test_clip_accuracy", best)
     final["model_config"] = cfg.to_dict()
-    final["framing"] = asdict(prepared.framing)
+    final["framing"] = {**prepared.frames.to_dict(), "T": prepared.T}
     final["train_seconds"] = round(time.perf_counter() - started, 1)
     return final
 
@@ -414,12 +382,10 @@ def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Pr
     """run.json: what ``evapp package`` needs to rebuild the model and write its card."""
     import sys
 
-    from evapp.binning import SensorMapping
-
     first = prepared.train[0]
-    density = SensorMapping(first.geometry, prepared.framing.input_size).pixels_per_input_px
+    density = prepared.frames.mapping(first.geometry).pixels_per_input_px
     run = {"command": command_line(sys.argv), "settings": asdict(settings), "model_overrides": overrides,
-           "machine": machine_line(device),
+           "machine": describe_device(device),
            "px_per_input_px": density, "world_size": _dist()[1], "init_from": init_from}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
@@ -447,8 +413,3 @@ def _progress(total: int, desc: str, enabled: bool):
 
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
-
-def machine_line(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch {torch.__version__}, CPU)"

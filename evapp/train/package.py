@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evapp.binning import FrameSpec
 from evapp.decoder import FLOOR_QUANTILE, DecoderSettings, motion_rates, time_weighted_quantile
 from evapp.engine.artifact import Preprocessing, write_artifact
 from evapp.errors import InputError
-from evapp.train.data import Framing, load_split
+from evapp.train.data import load_split
 from evapp.train.loop import evaluate_clips
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 
 def dataset_kind(folder: str | Path) -> str:
@@ -25,11 +27,11 @@ def dataset_kind(folder: str | Path) -> str:
     return "synthetic" if (Path(folder) / SYNTHETIC_MARKER).is_file() else "DVS128 Gesture"
 
 
-def evaluate_weights(model, data: str | Path, framing: Framing, split: str = "test") -> dict:
-    trials = load_split(data, split, framing)
+def evaluate_weights(model, data: str | Path, spec: FrameSpec, split: str = "test") -> dict:
+    trials = load_split(data, split, spec, model.cfg.T)
     if not trials:
         raise InputError(f"{data} has no {split} trials to evaluate on.")
-    result = evaluate_clips(model, trials, framing.T, torch.device("cpu"))
+    result = evaluate_clips(model, trials, model.cfg.T, torch.device("cpu"))
     result["trials"] = len(trials)
     return result
 
@@ -87,27 +89,24 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
     model.load_state_dict(state)
     model.eval()
     cfg = model.cfg
-    framing = Framing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, settings["framing"])
-    main = evaluate_weights(model, data, framing)
+    spec = FrameSpec(tuple(cfg.input_size), cfg.events_per_frame, settings["framing"])
+    main = evaluate_weights(model, data, spec)
     decoder = dict(decoder or {})
     if "idle_below_fps" not in decoder or "idle_floor_fps" not in decoder:
-        train_trials = load_split(data, "train", framing)  # calibrated on the training split, never on test data
+        train_trials = load_split(data, "train", spec, cfg.T)  # calibrated on the training split, never on test data
         decoder.setdefault("idle_below_fps", idle_rate_threshold(train_trials))
         decoder.setdefault("idle_floor_fps", motion_floor(train_trials))
     decoder = DecoderSettings.from_dict(decoder).to_dict()  # every setting written out: the artifact says it all
     reference = run.get("px_per_input_px", 1.0)
-    extra = {}
-    for other in also or []:
-        thinned = Framing(framing.input_size, framing.events_per_frame, framing.T, framing.mode, reference)
-        extra[str(other)] = evaluate_weights(model, other, thinned)
+    thinned = dataclasses.replace(spec, reference_px_per_input_px=reference)
+    extra = {str(other): evaluate_weights(model, other, thinned) for other in also or []}
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     metrics = {"clip_accuracy": round(main["clip_accuracy"], 4), "clips": main["clips"],
                "per_class_accuracy": main["per_class_accuracy"],
                "accuracy_by_position": main["accuracy_by_position"], "data_kind": dataset_kind(data),
                "also": {k: {"clip_accuracy": round(v["clip_accuracy"], 4), "clips": v["clips"]}
                         for k, v in extra.items()}}
-    pre = Preprocessing(tuple(cfg.input_size), cfg.events_per_frame, cfg.T, tuple(cfg.class_names), framing.mode,
-                        2, reference)
+    pre = Preprocessing(thinned, cfg.T, tuple(cfg.class_names))
     training = {"command": run["command"], "data": str(data), "seed": settings["seed"], "machine": run["machine"],
                 "train_seconds": history[-1]["elapsed_s"] if history else None, "epochs_run": len(history),
                 "settings": settings, "init_from": run.get("init_from")}

@@ -1,10 +1,15 @@
-"""A stand-in live camera: a dv-processing NetworkWriter on 127.0.0.1 streaming random events at a set rate.
+"""Synthetic inputs for the tests and the benchmarks: random event streams, count frames like a gesture's, and a
+stand-in live camera.
 
-``python -m evapp.sources.stream_server PORT N_EVENTS BATCH SEED RATE_EV_S T0_US [LINGER_S]``: waits for a
-client, sends ``random_stream(N_EVENTS, 640, 480, SEED, t0=T0_US)`` in batches of BATCH, one batch every
-BATCH / RATE s (RATE 0: as fast as possible), prints "sent", lingers, and leaves with os._exit (destroying a
-NetworkWriter with a client connected hangs forever, reference/event-io.md section 1.6). A restarted server
-given a later T0_US continues the clock, as a camera coming back would.
+``random_stream`` makes uniform random events with absolute µs timestamps; ``synthetic_frames`` makes Poisson
+count frames of a moving blob (torch is imported only when it is called, so importing this module stays light).
+
+The stand-in camera is a dv-processing NetworkWriter on 127.0.0.1 streaming random events at a set rate:
+``python -m evapp.testing PORT N_EVENTS BATCH SEED RATE_EV_S T0_US [LINGER_S]`` waits for a client, sends
+``random_stream(N_EVENTS, 640, 480, SEED, t0=T0_US)`` in batches of BATCH, one batch every BATCH / RATE s
+(RATE 0: as fast as possible), prints "sent", lingers, and leaves with os._exit (destroying a NetworkWriter
+with a client connected hangs forever, reference/event-io.md section 1.6). A restarted server given a later
+T0_US continues the clock, as a camera coming back would.
 
 ``evapp bench live max-rate`` streams from it, and the live tests use it as their camera; ``start_server``
 starts it as a subprocess and returns once it listens.
@@ -17,12 +22,16 @@ import socket
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from evapp.events import make_events
 
-__all__ = ["free_port", "random_stream", "serve", "start_server"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["T0_US", "free_port", "random_stream", "serve", "start_server", "synthetic_frames"]
 
 T0_US = 1_700_000_000_000_000
 
@@ -36,6 +45,32 @@ def random_stream(n: int, width: int, height: int, seed: int = 0, t0: int = T0_U
                        rng.integers(0, 2, n))
 
 
+def synthetic_frames(
+    T: int, B: int, size: tuple[int, int], events: int = 20_000, seed: int = 0, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Poisson count frames ``[T, B, 2, H, W]`` with about ``events`` events per frame, concentrated in a
+    moving blob over a thin background (like a gesturing arm), split evenly across the two polarities."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    H, W = size
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    out = torch.empty(T, B, 2, H, W)
+    for b in range(B):
+        c0 = torch.rand(2, generator=g) * torch.tensor([H / 2, W / 2]) + torch.tensor([H / 4, W / 4])
+        vel = (torch.rand(2, generator=g) - 0.5) * 0.1 * torch.tensor([H, W])
+        for t in range(T):
+            cy, cx = c0 + vel * t
+            blob = torch.exp(-(((yy - cy) / (0.12 * H)) ** 2 + ((xx - cx) / (0.12 * W)) ** 2))
+            rate = blob + 0.02
+            rate = rate / rate.sum() * (events / 2)
+            out[t, b] = torch.poisson(rate.expand(2, H, W), generator=g)
+    return out.to(device)
+
+
+# --- the stand-in camera ---------------------------------------------------------------------------------------
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
@@ -46,9 +81,8 @@ def free_port() -> int:
 def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int = T0_US, batch: int = 5000,
                  linger: float = 60.0) -> subprocess.Popen:
     """This module as a subprocess (stdout piped, text); returns once it says "listening". Kill it when done."""
-    proc = subprocess.Popen([sys.executable, "-m", "evapp.sources.stream_server", str(port), str(n_events),
-                             str(batch), str(seed), str(rate), str(t0), str(linger)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "evapp.testing", str(port), str(n_events), str(batch),
+                             str(seed), str(rate), str(t0), str(linger)], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     if line != "listening":
         proc.kill()

@@ -1,10 +1,10 @@
 """Recording a live stream to .aedat4: every event received, exactly as received, finalised on every exit path.
 
-The recorder is a store hook of the live source (``LiveSource.store_hooks``): it sees each dv-processing
-EventStore before the noise filter and before numpy, and hands it straight to ``MonoCameraWriter`` (no
-per-event copy). dv-processing finalises the file when the writer is destroyed, which ``close()`` does; the
-callers close it in ``finally`` blocks and on window close, so Ctrl-C, closing the window and a lost source all
-leave a complete file.
+The recorder is a tap of the pipeline (``Pipeline.add_tap`` hands it the live source's stores): it sees each
+dv-processing EventStore before the noise filter and before numpy, and hands it straight to
+``MonoCameraWriter`` (no per-event copy). dv-processing finalises the file when the writer is destroyed, which
+``close()`` does; the callers close it in ``finally`` blocks and on window close, so Ctrl-C, closing the window
+and a lost source all leave a complete file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from evapp.errors import InputError
 from evapp.events import SensorGeometry
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 
 def check_record_path(path: str | Path, force: bool) -> Path:

@@ -1,0 +1,79 @@
+"""The ``evapp`` group and entry point. Every command has ``--help``; ``--debug`` (anywhere) shows tracebacks.
+
+User-facing failures raise ``EvappError`` subclasses and end as one sentence on stderr with a non-zero exit
+code; anything else is a bug and says so (with the traceback under ``--debug``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from evapp.cli import bench, data, models, stream
+from evapp.cpu_memory import keep_freed_memory
+from evapp.errors import EvappError
+
+log = logging.getLogger("evapp")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="More log output on stderr.")
+@click.version_option(package_name="evapp")
+def cli(debug: bool, verbose: bool) -> None:
+    """evapp: real-time gesture recognition from event cameras with stateful spiking transformers."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    # Only evapp's own loggers speak at -v: libraries (torch at exit, for one) stay at warnings.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="evapp: %(levelname)s: %(message)s",
+                        force=True)
+    log.setLevel(level)
+    keep_freed_memory()  # before torch allocates anything: see evapp/cpu_memory.py
+
+
+for module in (data, stream, models, bench):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the click group and turns errors into one sentence and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("EVAPP_DEBUG") == "1"
+    if debug and "--debug" in args:  # the flag belongs to the group: accepted after the command too
+        args.remove("--debug")
+        args.insert(0, "--debug")
+    try:
+        cli.main(args=args, prog_name="evapp", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("evapp: interrupted.", err=True)
+        return 130
+    except click.exceptions.UsageError as exc:
+        hint = f" (see 'evapp {exc.ctx.command_path.split(' ', 1)[-1]} --help')" if exc.ctx else ""
+        click.echo(f"evapp: error: {exc.format_message()}{hint}", err=True)
+        return exc.exit_code
+    except EvappError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"evapp: error: {exc}", err=True)
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader of our stdout went away (e.g. `| head`): not an error of ours.
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
+        if debug:
+            traceback.print_exc()
+        click.echo(f"evapp: internal error: {type(exc).__name__}: {exc} (run with --debug for details).", err=True)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""``evapp models``, ``export``, ``train``, ``package``, ``eval``: the model zoo, its artifacts and training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from evapp.cli.options import device_option, json_option, parse_policy, settings_option
+from evapp.errors import InputError, as_input_error
+from evapp.sinks.jsonl import print_json
+from evapp.train.settings import TrainSettings
+
+
+@click.command()
+@json_option()
+def models(as_json: bool) -> None:
+    """List the trained artifacts in models/ and the zoo's architectures: parameters, input, T, N, accuracy."""
+    from evapp.engine.loading import catalogue, default_model_name
+    from evapp.tables import format_rows
+
+    rows = catalogue()
+    if as_json:
+        print_json({"models": rows, "default": default_model_name()})
+        return
+    for r in rows:
+        r["name"] = r["name"] + (" (default)" if r["default"] else "")
+    click.echo(format_rows(rows, [("name", "name", ""), ("arch", "architecture", ""), ("params", "parameters", ",d"),
+                                  ("input", "input", ""), ("T", "T", "d"), ("events_per_frame", "events/frame", ",d"),
+                                  ("policy", "policy", ""), ("accuracy", "clip accuracy", "")]))
+
+
+@click.command()
+@click.argument("model_name", metavar="NAME")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors; default: the artifact's).")
+@click.option("--out", metavar="DIR", help="Folder for model.onnx and onnx.json (default: models/NAME/).")
+@click.option("--opset", type=click.Choice(["17", "18"]), default="17", show_default=True,
+              help="ONNX opset (both run on ONNX Runtime's CUDA provider and TensorRT >= 8.6).")
+def export(model_name, weights, out, opset) -> None:
+    """ONNX of one time step with explicit state: (frame, state...) -> (logits, new state..., spike counts)."""
+
+    from evapp.engine.export import export_onnx
+    from evapp.engine.loading import load, models_dir
+
+    loaded = load(model_name, weights)
+    folder = Path(out) if out else (loaded.artifact.folder if loaded.artifact else models_dir() / loaded.cfg.name)
+    onnx_path, meta_path = export_onnx(loaded.model, folder, int(opset), weights=loaded.weights)
+    print_json({"model": loaded.cfg.name, "onnx": str(onnx_path), "meta": str(meta_path), "opset": int(opset),
+                 "weights": str(loaded.weights) if loaded.weights else None})
+
+
+def _overrides(items: tuple[str, ...]) -> dict:
+    """``--set key=value``: model config overrides, values parsed as JSON (``embed_dims=[32]``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--set {item!r} should look like key=value (e.g. embed_dims=[64]).")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _setting(name: str, *decls: str, **kwargs):
+    return settings_option(TrainSettings, name, *decls, **kwargs)
+
+
+@click.command()
+@click.argument("model_name", metavar="NAME")
+@click.option("--data", required=True, metavar="DIR",
+              help="DVS128 Gesture (original or tonic layout) or a set from 'evapp simulate --dataset'.")
+@click.option("--out", metavar="DIR", help="Run folder: metrics.jsonl, last.pt, best.safetensors (runs/NAME).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@_setting("epochs", "--epochs", type=click.IntRange(min=1))
+@_setting("batch_size", "--batch-size", type=click.IntRange(min=1))
+@_setting("lr", "--lr", type=click.FloatRange(min=0, min_open=True),
+          help="Peak learning rate (SGLFormer's recipe: 5e-3).")
+@_setting("weight_decay", "--weight-decay", type=click.FloatRange(min=0))
+@_setting("warmup_epochs", "--warmup-epochs", type=click.FloatRange(min=0))
+@_setting("T", "--T", type=click.IntRange(min=1), help="Time steps per clip (default: the model's).")
+@_setting("events_per_frame", "--events-per-frame", "-N", type=click.IntRange(min=1),
+          help="Events per frame (default: model's).")
+@_setting("framing", "--framing", type=click.Choice(["count", "clip"]),
+          help="count: fixed N events per frame as live; clip: each gesture split into T equal-count frames.")
+@_setting("objective", "--objective", type=click.Choice(["clips", "stream"]),
+          help="clips: T frames from reset, one label; stream: long crops, no reset, a label per step.")
+@_setting("stream_length", "--stream-length", type=click.IntRange(min=2))
+@_setting("windows_per_gesture", "--windows-per-gesture", type=click.IntRange(min=1),
+          help="Random T-frame windows drawn from each training gesture per epoch.")
+@_setting("flip", "--flip", type=click.Choice(["none", "paper", "mirror"]),
+          help="Horizontal flip: paper keeps labels (official code), mirror swaps left/right classes.")
+@_setting("augment", "--augment/--no-augment", help="SNNAugmentWide per clip.")
+@_setting("mixup", "--mixup/--no-mixup", help="Mixup (alpha 0.5, p 0.5).")
+@_setting("label_smoothing", "--label-smoothing", type=click.FloatRange(0, 1))
+@_setting("seed", "--seed", type=int)
+@_setting("device", "--device", metavar="auto|cpu|cuda")
+@_setting("amp", "--amp/--no-amp", help="Mixed precision (default: on for CUDA).")
+@_setting("threads", "--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
+@_setting("max_steps_per_epoch", "--max-steps-per-epoch", type=click.IntRange(min=1),
+          help="Cap steps per epoch (smoke runs).")
+@_setting("eval_limit", "--eval-limit", type=click.IntRange(min=1),
+          help="Test windows evaluated per epoch (default: all).")
+@_setting("stop_after", "--stop-after", type=click.IntRange(min=1),
+          help="Stop after this many epochs of the --epochs schedule; continue later with --resume.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Model config override (repeatable).")
+@_setting("init", "--init", metavar="PATH",
+          help="Start from these weights (a .safetensors file, a run folder or a model artifact): fine-tuning.")
+@click.option("--artifact", "artifact_dir", metavar="DIR",
+              help="At the end, evaluate the best weights and write a model artifact here (e.g. models/NAME).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(model_name, data, out, resume, sets, artifact_dir, no_progress, **settings) -> None:
+    """Train a zoo model on DVS128 Gesture or a synthetic set; frames are made by the live binner."""
+    from evapp.engine.loading import require_architectures
+    from evapp.train import train as run_training
+    from evapp.train.package import package_run
+
+    require_architectures([model_name])
+    settings = TrainSettings(model=model_name, data=data, out=out or f"runs/{model_name}",
+                             model_overrides=_overrides(sets), **settings)
+    with as_input_error():
+        result = run_training(settings, resume=resume, progress=not no_progress)
+    print_json({"type": "train", **{k: v for k, v in result.items() if k != "model_config"}})
+    if artifact_dir:
+        summary = package_run(settings.out, artifact_dir, data=data)
+        print_json({"type": "artifact", **summary})
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN")
+@click.argument("artifact_dir", metavar="DIR")
+@click.option("--data", metavar="DIR", help="Dataset to evaluate on (default: the run's).")
+@click.option("--policy", default="window", show_default=True, help="Policy recorded as the artifact's default.")
+@click.option("--also", multiple=True, metavar="DIR",
+              help="Another dataset to report in the card (e.g. the test split rendered at 640x480); repeatable.")
+@click.option("--force", is_flag=True, help="Replace an existing artifact in DIR.")
+def package(run_dir, artifact_dir, data, policy, also, force) -> None:
+    """Evaluate a training run's best weights and write them as a model artifact (config, weights, card)."""
+
+    from evapp.train.package import package_run
+
+    if (Path(artifact_dir) / "config.json").exists() and not force:
+        raise InputError(f"{artifact_dir} already holds a model artifact; pass --force to replace it.")
+    parse_policy(policy)
+    print_json({"type": "artifact", **package_run(run_dir, artifact_dir, data=data, policy=policy, also=list(also))})
+
+
+@click.command("eval")
+@click.argument("model_name", metavar="NAME")
+@click.option("--data", required=True, metavar="DIR|FILE",
+              help="A dataset folder (clip accuracy) or a labelled recording (streaming metrics, as eval-stream).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (default: the model's artifact).")
+@device_option()
+@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False), help="Save the confusion matrix PNG.")
+@json_option("Print one JSON object instead of a report.")
+@click.pass_context
+def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_json) -> None:
+    """Clip accuracy of a model on a dataset split (per class, confusion matrix); recordings go to eval-stream."""
+
+    if Path(data).is_file():
+        from evapp.cli.stream import eval_stream
+
+        ctx.invoke(eval_stream, file=data, model_name=model_name, weights=weights, device=device,
+                   confusion_path=confusion_path, as_json=as_json)
+        return
+    from evapp.engine.loading import load
+    from evapp.engine.torch_engine import model_frame_spec, resolve_device
+    from evapp.evaluate import confusion_matrix_png
+    from evapp.train.data import load_split
+    from evapp.train.loop import evaluate_clips
+    from evapp.train.package import position_summary
+
+    loaded = load(model_name, weights)
+    model, cfg = loaded.model, loaded.cfg
+    spec = loaded.artifact.preprocessing.frames if loaded.artifact else model_frame_spec(cfg)
+    with as_input_error(RuntimeError):
+        dev = resolve_device(device)
+    trials = load_split(data, split, spec, cfg.T)
+    result = evaluate_clips(model.to(dev), trials, cfg.T, dev)
+    result.update({"model": model_name, "data": str(data), "split": split, "trials": len(trials)})
+    if confusion_path:
+        confusion_matrix_png(result["confusion"], list(cfg.class_names), confusion_path,
+                             title=f"{model_name} on {Path(data).name} ({split})",
+                             footer="rows: labelled class, columns: predicted class")
+        result["confusion_png"] = confusion_path
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"{model_name} on {data} ({split}, {len(trials)} trials, {result['clips']} clips of T={cfg.T}): "
+               f"clip accuracy {100 * result['clip_accuracy']:.2f} %")
+    for name, acc in zip(cfg.class_names, result["per_class_accuracy"], strict=True):
+        click.echo(f"  {name:28s} {100 * acc:6.2f} %")
+    click.echo("by position in the gesture (onset: the first T frames, offset: the last T): "
+               + position_summary(result["accuracy_by_position"]))
+
+
+COMMANDS = (models, export, train, package, eval_cmd)

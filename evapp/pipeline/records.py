@@ -1,0 +1,96 @@
+"""What the pipeline hands its sinks (DESIGN section 2, Prediction): typed records with a ``to_json()`` that is
+the JSON line ``evapp replay --headless`` prints.
+
+``received_at`` (when the batch holding the frame's last event reached the pipeline) and ``recording_us`` (the
+position in the recording, for the timeline) travel with a record but are not part of its JSON line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """A frame was made (printed with ``--frames``, or when no model runs)."""
+
+    t_us: int  # stream time of the frame's last event
+    events: int  # events in the frame (N)
+    received_at: float = field(default=0.0, compare=False)
+    recording_us: int = field(default=0, compare=False)
+
+    def to_json(self) -> dict:
+        return {"type": "frame", "t_us": self.t_us, "events": self.events}
+
+
+@dataclass(frozen=True)
+class Label:
+    """A class with its name and confidence (``class_id`` -1, ``idle``: no gesture named)."""
+
+    class_id: int
+    class_name: str
+    confidence: float
+
+    def to_json(self) -> dict:
+        return {"class_id": self.class_id, "class_name": self.class_name, "confidence": round(self.confidence, 5)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One engine answer and the decoder's decision on it: ``answer`` is the engine's own top class, ``decision``
+    the label on show (smoothed, thresholded, idle when nothing moves)."""
+
+    t_us: int  # stream time of the answering frame's last event
+    answer: Label
+    probs: tuple[float, ...]
+    step_ms: float
+    spike_rate: float | None
+    decision: Label
+    frames_per_s: float
+    received_at: float = field(default=0.0, compare=False)
+    recording_us: int = field(default=0, compare=False)
+
+    def to_json(self) -> dict:
+        return {"type": "prediction", "t_us": self.t_us, "class_id": self.answer.class_id,
+                "class_name": self.answer.class_name, "confidence": round(self.answer.confidence, 5),
+                "probs": [round(p, 5) for p in self.probs], "step_ms": round(self.step_ms, 3),
+                "spike_rate": _round(self.spike_rate, 5), "decision": self.decision.to_json(),
+                "frames_per_s": self.frames_per_s}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The stream's accounting at the end: every event is in exactly one of frames, leftover, outside, thinned."""
+
+    events_total: int
+    frames: int
+    leftover_events: int
+    events_outside_region: int
+    events_thinned: int
+    region: str
+    input_size: tuple[int, int]
+    predictions: int
+    dropped_frames: int
+    latency_median_ms: float | None
+    latency_p99_ms: float | None
+    reconnects: int | None = None  # live sources only
+    recorded_events: int | None = None  # with a recording
+    recording: str | None = None
+
+    def to_json(self) -> dict:
+        out = {"type": "summary", "events_total": self.events_total, "frames": self.frames,
+               "leftover_events": self.leftover_events, "events_outside_region": self.events_outside_region,
+               "events_thinned": self.events_thinned, "region": self.region, "input_size": list(self.input_size),
+               "predictions": self.predictions, "dropped_frames": self.dropped_frames,
+               "latency_ms": {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}}
+        for key in ("reconnects", "recorded_events", "recording"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+Record = FrameRecord | Prediction

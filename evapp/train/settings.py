@@ -1,0 +1,39 @@
+"""The training run's settings: one place for every default (``evapp train`` builds its options from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainSettings:
+    model: str
+    data: str
+    out: str
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 5e-3
+    weight_decay: float = 0.06
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-5
+    T: int | None = None  # default: the model's
+    events_per_frame: int | None = None  # default: the model's
+    framing: str = "count"
+    objective: str = "clips"  # or "stream"
+    stream_length: int = 32
+    windows_per_gesture: int = 4
+    flip: str = "none"  # none | paper | mirror
+    augment: bool = True
+    mixup: bool = True
+    mixup_until: float = 0.37  # fraction of epochs with mixup (official: 75 of 202)
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None  # default: on for CUDA
+    max_steps_per_epoch: int | None = None
+    stop_after: int | None = None  # stop after this many epochs of the schedule (resume later with --resume)
+    eval_batch_size: int = 32
+    eval_limit: int | None = None  # windows evaluated per epoch (None: all)
+    model_overrides: dict = field(default_factory=dict)
+    threads: int | None = None
+    init: str | None = None  # weights (.safetensors, or a run or artifact folder) to start from: fine-tuning
