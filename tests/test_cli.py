@@ -134,11 +134,23 @@ def test_debug_shows_the_traceback(tmp_path):
     assert code == 2 and "Traceback" in err and "does not exist" in err
 
 
-def test_every_command_has_help():
-    for args in (["--help"], ["info", "--help"], ["cameras", "--help"], ["replay", "--help"], ["bench", "--help"],
-                 ["bench", "binning", "--help"]):
-        code, out, err = run_cli(*args)
-        assert code == 0 and "Usage: evapp" in out, (args, err)
+def command_paths(group, prefix=()):
+    """Every command and group under ``group``, as the argument lists that name it."""
+    for name, command in sorted(group.commands.items()):
+        yield [*prefix, name]
+        if hasattr(command, "commands"):
+            yield from command_paths(command, (*prefix, name))
+
+
+def test_every_command_has_help(capsys):
+    from evapp.cli.main import cli
+
+    paths = [[], *command_paths(cli)]
+    assert len(paths) > 18 and ["bench", "live", "max-rate"] in paths and ["eval-stream"] in paths
+    for args in paths:
+        assert main([*args, "--help"]) == 0, args
+        out = capsys.readouterr().out
+        assert out.startswith(f"Usage: evapp {' '.join(args)}".rstrip()) and "--help" in out, (args, out)
 
 
 def test_bench_binning_json(capsys):

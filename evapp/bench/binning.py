@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from evapp.bench import format_rows
 from evapp.binning import FixedCountBinner, SensorMapping
 from evapp.events import SensorGeometry
+from evapp.tables import format_rows
 from evapp.testing import random_stream
 
 CASES = [((128, 128), 5000), ((128, 128), 20000), ((640, 480), 5000), ((640, 480), 20000)]

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..bench import format_rows
+from evapp.tables import format_rows
+
 from ..machine import describe_machine
 from ..nets import calibrate_bn, count_params, create_model
 from ..nets.layers import MatMul

@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evapp.tables import format_rows
+
 from ..machine import describe_machine
 from ..paths import assets_dir
-from . import format_rows
 
 __all__ = ["bench_all", "bench_replay", "bench_steps", "format_suite"]
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 ENGINES = ("torch eager", "torch compiled", "onnx")
 CUDA_ENGINES = ("torch cuda-graph", "torch compiled cuda-graph")  # added where the device is CUDA

@@ -42,7 +42,7 @@ from evapp.train.data import (
 )
 from evapp.train.settings import TrainSettings
 
-log = logging.getLogger("evapp")
+log = logging.getLogger(__name__)
 
 
 @dataclass
