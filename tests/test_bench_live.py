@@ -21,8 +21,9 @@ def test_bench_live_max_rate_json(capsys):
         assert key in row
     (step,) = row["steps"]
     assert step["rate_ev_s"] == 50e3 and step["frames"] == 50_000 // row["N"]
-    assert step["dropped_frames"] >= 0
-    # 50 kev/s is the README's lowest sustained rate; a slow shared CI box may still drop, so either answer is whole.
+    # 50 kev/s is the README's lowest sustained rate; a slow shared CI box may still drop, so this checks that the
+    # report is consistent with the step it measured, not the machine's speed (the frame queue's dropping is
+    # tested in tests/test_pipeline.py).
     if step["dropped_frames"]:
         assert row["first_rate_with_drops_ev_s"] == 50e3 and row["max_rate_without_drops_ev_s"] is None
     else:

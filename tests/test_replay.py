@@ -173,15 +173,20 @@ def test_seek_from_another_thread_restarts_at_the_sought_place(tmp_path):
     assert reader.clock.position_us == int(file["timestamp"][-1])
 
 
-@pytest.mark.parametrize("where", ["pacing", "pause"])
-def test_seek_during_a_wait_restarts_without_releasing_the_waiting_batch(tmp_path, where):
+def waiting_reader(tmp_path, where: str):
+    """A reader thread whose first batch waits: for its pacing (speed 0.001: 50 s) or because it is paused."""
     source, file = recording(tmp_path, 5000, rate_per_us=0.01, packet=500)  # 0.5 s, 50 ms batches
-    speed = 0.001 if where == "pacing" else None  # pacing: the first batch alone would take 50 s
-    reader = Reader(source, ReplayOptions(speed=speed), start=False)
+    reader = Reader(source, ReplayOptions(speed=0.001 if where == "pacing" else None), start=False)
     if where == "pause":
         reader.clock.pause()
     reader.start()
     time.sleep(0.2)
+    return reader, file
+
+
+@pytest.mark.parametrize("where", ["pacing", "pause"])
+def test_seek_during_a_wait_restarts_without_releasing_the_waiting_batch(tmp_path, where):
+    reader, file = waiting_reader(tmp_path, where)
     reader.clock.seek(0.1)
     reader.wait_for(lambda: RESTART in reader.items)
     time.sleep(0.1)
@@ -271,13 +276,7 @@ def test_speed_change_cuts_a_long_pacing_wait(tmp_path):
 
 @pytest.mark.parametrize("where", ["pacing", "pause"])
 def test_stop_returns_promptly_from_a_wait(tmp_path, where):
-    source, _ = recording(tmp_path, 5000, rate_per_us=0.01, packet=500)
-    speed = 0.001 if where == "pacing" else None  # pacing: the first batch alone would take 50 s
-    reader = Reader(source, ReplayOptions(speed=speed), start=False)
-    if where == "pause":
-        reader.clock.pause()
-    reader.start()
-    time.sleep(0.2)
+    reader, _ = waiting_reader(tmp_path, where)
     assert reader.thread.is_alive() and reader.items == []
     stopped_at = time.monotonic()
     reader.clock.stop()

@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from evapp.machine import describe_machine
 from evapp.tables import format_rows
-
-from ..machine import describe_machine
 
 __all__ = ["DEFAULT_MODELS", "DEFAULT_RATES", "format_latency", "format_max_rate", "max_rate", "measure_latency",
            "run_rate"]

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from evapp.machine import describe_machine
 from evapp.tables import format_rows
 
-from ..machine import describe_machine
 from ..nets import calibrate_bn, count_params, create_model
 from ..nets.layers import MatMul
 from ..snn.state import firing_rates, reset_spike_counts, set_spike_recording

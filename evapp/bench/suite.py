@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evapp.machine import describe_machine
 from evapp.tables import format_rows
 
-from ..machine import describe_machine
 from ..paths import assets_dir
 
 __all__ = ["bench_all", "bench_replay", "bench_steps", "format_suite"]
