@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,3 +32,21 @@ def as_input_error(*kinds: type[Exception]) -> Iterator[None]:
         yield
     except caught as exc:
         raise InputError(f"{str(exc).rstrip('.')}.") from None
+
+
+_BOOST_LOCATION = re.compile(r"\s*\[[^\[\]]*\bat /[^\[\]]*\]")  # "[system:111 at /path/x.hpp:588 in function '...']"
+_CPP_LOCATION = re.compile(r"^/\S+\.(?:hpp|cpp|h)\(\d+\):")  # "/path/simplefile.hpp(313): void f(...) const"
+
+
+def native_reason(exc: BaseException) -> str:
+    """The cause a C++ library (dv-processing, boost) states in its exception, without source paths and function
+    signatures; "" when the text is only a location."""
+    lines = str(exc).strip().splitlines()
+    text = _BOOST_LOCATION.sub("", lines[0]).strip() if lines else ""
+    return "" if _CPP_LOCATION.match(text) else text
+
+
+def with_reason(sentence: str, exc: BaseException) -> str:
+    """``sentence`` with the native cause in parentheses where there is one: 'X is unreadable (cause).'"""
+    reason = native_reason(exc)
+    return f"{sentence} ({reason})." if reason else f"{sentence}."

@@ -29,6 +29,7 @@ class GestureResult:
     start_us: int
     end_us: int
     latency_ms: float | None  # None when missed
+    shown_most: int = IDLE  # the label on show in most of the gesture's frames (IDLE: nothing named)
 
 
 @dataclass
@@ -49,6 +50,9 @@ class StreamMetrics:
         lat = [g.latency_ms for g in self.gestures if g.latency_ms is not None]
         return float(np.median(lat)) if lat else None
 
+    def name(self, class_id: int) -> str:
+        return "idle" if class_id == IDLE else self.class_names[class_id]
+
     def to_dict(self) -> dict:
         return {
             "frame_accuracy": self.frame_accuracy,
@@ -59,7 +63,7 @@ class StreamMetrics:
             "median_latency_ms": self.median_latency_ms,
             "per_gesture": [
                 {"class_id": g.class_id, "class_name": self.class_names[g.class_id], "start_us": g.start_us,
-                 "end_us": g.end_us, "latency_ms": g.latency_ms}
+                 "end_us": g.end_us, "latency_ms": g.latency_ms, "shown_most": self.name(g.shown_most)}
                 for g in self.gestures
             ],
             "confusion": self.confusion.tolist(),
@@ -96,7 +100,10 @@ def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelIn
                 first = i - confirm + 1
                 latency = (dec_t[first] - lab.start_us) / 1000.0
                 break
-        gestures.append(GestureResult(lab.class_id, lab.start_us, lab.end_us, latency))
+        during = shown[(frame_t >= lab.start_us) & (frame_t < lab.end_us)]
+        values, counts = np.unique(during, return_counts=True)
+        most = int(values[np.argmax(counts)]) if counts.size else IDLE
+        gestures.append(GestureResult(lab.class_id, lab.start_us, lab.end_us, latency, most))
 
     onsets = np.flatnonzero((dec_c != IDLE) & (dec_c != np.concatenate([[IDLE], dec_c[:-1]])))
     false_alarms = int((labels_at(dec_t[onsets], labels) == IDLE).sum()) if onsets.size else 0
@@ -156,19 +163,24 @@ class StreamRun:
 
 
 def evaluate_stream(pipeline, confirm: int = 3, name: str = "the recording") -> StreamRun:
-    """Run ``pipeline`` (a labelled replay, frame records on) to its end and score its decisions."""
+    """Run ``pipeline`` (a labelled replay, frame records on) to its end and score its decisions (with a
+    progress bar on a terminal)."""
     from evapp.errors import InputError
     from evapp.pipeline import FrameRecord
+    from evapp.sinks.progress import ReplayProgress
 
     frame_t, decision_t, decision_cls = [], [], []
+    progress = ReplayProgress(pipeline, desc="evaluating")
     try:
         for record in pipeline.records():
+            progress.update()
             if isinstance(record, FrameRecord):
                 frame_t.append(record.t_us)
             else:
                 decision_t.append(record.t_us)
                 decision_cls.append(record.decision.class_id)
     finally:
+        progress.close()
         pipeline.close()
     labels = pipeline.source.labels  # a file source knows its labels once it has been read
     if not labels:
@@ -177,3 +189,28 @@ def evaluate_stream(pipeline, confirm: int = 3, name: str = "the recording") -> 
     metrics = stream_metrics(frame_t, decision_t, decision_cls, labels, confirm=confirm, num_classes=len(names))
     metrics.class_names = list(names)
     return StreamRun(metrics, len(frame_t), len(decision_t))
+
+
+def format_report(report: dict, confirm: int) -> str:
+    """``eval-stream``'s report as text a person reads in a few seconds: what was labelled, what was named and
+    how soon, then the totals."""
+    n = len(report["per_gesture"])
+    named = n - report["missed_gestures"]
+    acc = "n/a" if report["frame_accuracy"] is None else f"{100 * report['frame_accuracy']:.1f} %"
+    lat = "n/a" if report["median_latency_ms"] is None else f"{report['median_latency_ms']:.0f} ms"
+    lines = [f"{report['file']}: {report['model']}, policy {report['policy']}, N={report['events_per_frame']}, "
+             f"{report['frames']} frames, {report['answers']} answers",
+             f"  {'labelled':<28} {'from':>8}   {'named':<28} after"]
+    for g in report["per_gesture"]:
+        after = "missed" if g["latency_ms"] is None else f"{g['latency_ms']:.0f} ms"
+        lines.append(f"  {g['class_name']:<28} {g['start_us'] / 1e6:6.2f} s   {g['shown_most']:<28} {after}")
+    lines += [
+        f"{named} of {n} gestures named ({confirm} correct answers in a row), frame accuracy {acc} of "
+        f"{report['frames_in_gestures']} frames inside gestures, median latency {lat}, "
+        f"{report['false_alarms']} false alarm{'' if report['false_alarms'] == 1 else 's'} (a gesture named during a "
+        "pause)",
+        f"confusion matrix: {report['confusion_png']}",
+    ]
+    if report.get("wall_s") is not None:
+        lines.append(f"{report['recording_s']:.1f} s of recording evaluated in {report['wall_s']:.0f} s")
+    return "\n".join(lines)

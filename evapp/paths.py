@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["assets_dir", "models_dir"]
+__all__ = ["assets_dir", "models_dir", "output_dir"]
 
 CHECKOUT = Path(__file__).resolve().parents[1]  # the folder holding the evapp package
 
@@ -30,3 +30,12 @@ def models_dir() -> Path:
 def assets_dir() -> Path:
     """``$EVAPP_ASSETS``, else the checkout's ``assets/`` if that folder exists, else ``./assets``."""
     return _find("EVAPP_ASSETS", "assets")
+
+
+def output_dir() -> Path:
+    """Where evapp writes what the user did not name a path for (window screenshots, eval-stream's confusion
+    matrix): ``$EVAPP_OUTPUT``, else ``~/evapp-output``; created when first needed, never the current folder."""
+    env = os.environ.get("EVAPP_OUTPUT")
+    folder = Path(env) if env else Path.home() / "evapp-output"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -33,6 +33,13 @@ def no_shipped_models(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EVAPP_MODELS", str(tmp_path_factory.mktemp("no_models")))
 
 
+@pytest.fixture(autouse=True)
+def output_folder(tmp_path, monkeypatch):
+    """What evapp writes without being given a path (screenshots, confusion PNGs) goes to the test's folder."""
+    monkeypatch.setenv("EVAPP_OUTPUT", str(tmp_path / "evapp-output"))
+    return tmp_path / "evapp-output"
+
+
 @pytest.fixture
 def shipped_models(monkeypatch):
     """The repository's own ``models/`` folder."""

@@ -13,6 +13,7 @@ frames keep that away; a larger batch on dense frames was seen to flip one atten
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import numpy as np
@@ -41,14 +42,20 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module", params=MODELS)
-def exported(request):
+@functools.cache
+def export_model(name: str):
+    """A BN-calibrated model at T=4, its exported step and 3T frames (once per model for the whole file)."""
     torch.manual_seed(0)
-    model = create_model(request.param, T=T)
+    model = create_model(name, T=T)
     calibrate_bn(model, synthetic_frames(T, 2, model.cfg.input_size, model.cfg.events_per_frame, seed=100))
     data, meta = export_step(model)
     frames = synthetic_frames(3 * T, 1, model.cfg.input_size, 400, seed=7)[:, 0]
     return model, data, meta, frames
+
+
+@pytest.fixture(params=MODELS)
+def exported(request):
+    return export_model(request.param)
 
 
 def test_meta_describes_the_graph(exported):
@@ -91,14 +98,12 @@ def test_step_parity_across_reset(exported):
 
 
 @pytest.mark.parametrize("policy", ["window", "staggered:2"])
-def test_policies_match_torch_engine(exported, policy, batch_invariant_cpu):
+def test_policies_match_torch_engine(policy, batch_invariant_cpu):
     """Same answers (frame, logits, class, spike rate) as TorchEngine; staggered:2 at T=4 resets one of the two
     rows every other frame (the per-row reset graph). Run on SAFormer only, to keep the file fast: the policy
     code is the shared StreamingEngine and the reset graph treats every state tensor alike (the ring buffer
     and counters of SGLFormer's head are state tensors like the membranes)."""
-    model, data, meta, frames = exported
-    if model.cfg.name != "saformer-2-256":
-        pytest.skip("policies are checked on saformer-2-256 (model-independent code; keeps the file fast)")
+    model, data, meta, frames = export_model("saformer-2-256")
     onnx_engine = OnnxEngine(data, meta, device="cpu", policy=policy)
     torch_engine = TorchEngine(copy.deepcopy(model), device="cpu", policy=policy)
     n = 0
@@ -116,7 +121,7 @@ def test_policies_match_torch_engine(exported, policy, batch_invariant_cpu):
 @pytest.fixture
 def batch_invariant_cpu():
     """Per-sample convs in torch (see tests/test_torch_engine.py), so batched rows are computed as at batch 1."""
-    with torch.backends.mkldnn.flags(enabled=False):
+    with torch.backends.mkldnn.flags(enabled=False, allow_tf32=False):
         yield
 
 

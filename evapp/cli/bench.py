@@ -6,7 +6,7 @@ import json
 
 import click
 
-from evapp.cli.options import device_option, json_option, parse_policy
+from evapp.cli.options import Group, device_option, json_option, parse_policy
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
 
@@ -40,7 +40,7 @@ def bench_all_options(func):
     return func
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=Group, invoke_without_command=True, short_help="Measure speed; without a subcommand, everything.")
 @bench_all_options
 @click.pass_context
 def bench(ctx, as_json, quick, devices, no_compile, ort_threads) -> None:
@@ -127,7 +127,7 @@ def bench_model_cmd(names, device, batches, iters, warmup, per_layer, as_json) -
         click.echo(format_model_bench(rows, per_layer=per_layer))
 
 
-@bench.group("live")
+@bench.group("live", cls=Group)
 def bench_live() -> None:
     """Real-time measurements: end-to-end latency at the demo's rate, highest live rate without drops (CPU)."""
 

@@ -14,7 +14,7 @@ from evapp.sinks.jsonl import print_json
 log = logging.getLogger(__name__)
 
 
-@click.command()
+@click.command(short_help="Describe a recording: sensor, size, events, labels.")
 @click.argument("file")
 @json_option("Print one JSON object instead of text.")
 def info(file: str, as_json: bool) -> None:
@@ -56,7 +56,7 @@ def info(file: str, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
-@click.command()
+@click.command(short_help="List the event cameras dv-processing sees.")
 def cameras() -> None:
     """List the event cameras dv-processing can see (model and serial number)."""
     from evapp.sources.camera import list_cameras
@@ -69,7 +69,7 @@ def cameras() -> None:
         click.echo(f"{cam.model}\t{cam.serial}")
 
 
-@click.command()
+@click.command(short_help="Write synthetic gesture recordings or a dataset.")
 @click.argument("out")
 @click.option("--classes", default="all", show_default=True,
               help="Gestures in order: 'all', or 0-based ids / names separated by commas.")

@@ -14,13 +14,14 @@ import traceback
 import click
 
 from evapp.cli import bench, data, models, stream
+from evapp.cli.options import Group
 from evapp.cpu_memory import keep_freed_memory
 from evapp.errors import EvappError
 
 log = logging.getLogger("evapp")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
 @click.option("-v", "--verbose", is_flag=True, help="More log output on stderr.")
 @click.version_option(package_name="evapp")
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         args.remove("--debug")
         args.insert(0, "--debug")
     try:
-        cli.main(args=args, prog_name="evapp", standalone_mode=False)
+        # Not cli.main(): it turns a broken stdout pipe into exit 1 before we could see it.
+        with cli.make_context("evapp", args) as ctx:
+            cli.invoke(ctx)
         return 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -55,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("evapp: interrupted.", err=True)
         return 130
     except click.exceptions.UsageError as exc:
-        hint = f" (see 'evapp {exc.ctx.command_path.split(' ', 1)[-1]} --help')" if exc.ctx else ""
-        click.echo(f"evapp: error: {exc.format_message()}{hint}", err=True)
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"evapp: error: {exc.format_message().rstrip('.')}{hint}.", err=True)
         return exc.exit_code
     except EvappError as exc:
         if debug:
@@ -64,14 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"evapp: error: {exc}", err=True)
         return exc.exit_code
     except BrokenPipeError:
-        # The reader of our stdout went away (e.g. `| head`): not an error of ours.
-        sys.stderr.close()
-        return 0
+        return _reader_went_away()
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
         if debug:
             traceback.print_exc()
         click.echo(f"evapp: internal error: {type(exc).__name__}: {exc} (run with --debug for details).", err=True)
         return 1
+
+
+def _reader_went_away() -> int:
+    """The reader of our stdout went away (``| head``): not an error of ours. stdout now points at /dev/null so
+    that the interpreter's final flush does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def run() -> None:

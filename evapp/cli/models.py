@@ -13,7 +13,7 @@ from evapp.sinks.jsonl import print_json
 from evapp.train.settings import TrainSettings
 
 
-@click.command()
+@click.command(short_help="List the trained models and the zoo's architectures.")
 @json_option()
 def models(as_json: bool) -> None:
     """List the trained artifacts in models/ and the zoo's architectures: parameters, input, T, N, accuracy."""
@@ -31,7 +31,7 @@ def models(as_json: bool) -> None:
                                   ("policy", "policy", ""), ("accuracy", "clip accuracy", "")]))
 
 
-@click.command()
+@click.command(short_help="Export one time step with explicit state to ONNX.")
 @click.argument("model_name", metavar="NAME")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors; default: the artifact's).")
 @click.option("--out", metavar="DIR", help="Folder for model.onnx and onnx.json (default: models/NAME/).")
@@ -68,7 +68,7 @@ def _setting(name: str, *decls: str, **kwargs):
     return settings_option(TrainSettings, name, *decls, **kwargs)
 
 
-@click.command()
+@click.command(short_help="Train a zoo model on DVS128 Gesture or a synthetic set.")
 @click.argument("model_name", metavar="NAME")
 @click.option("--data", required=True, metavar="DIR",
               help="DVS128 Gesture (original or tonic layout) or a set from 'evapp simulate --dataset'.")
@@ -128,7 +128,7 @@ def train(model_name, data, out, resume, sets, artifact_dir, no_progress, **sett
         print_json({"type": "artifact", **summary})
 
 
-@click.command()
+@click.command(short_help="Turn a training run into a model artifact.")
 @click.argument("run_dir", metavar="RUN")
 @click.argument("artifact_dir", metavar="DIR")
 @click.option("--data", metavar="DIR", help="Dataset to evaluate on (default: the run's).")
@@ -147,7 +147,7 @@ def package(run_dir, artifact_dir, data, policy, also, force) -> None:
     print_json({"type": "artifact", **package_run(run_dir, artifact_dir, data=data, policy=policy, also=list(also))})
 
 
-@click.command("eval")
+@click.command("eval", short_help="Clip accuracy of a model on a dataset split.")
 @click.argument("model_name", metavar="NAME")
 @click.option("--data", required=True, metavar="DIR|FILE",
               help="A dataset folder (clip accuracy) or a labelled recording (streaming metrics, as eval-stream).")

@@ -176,3 +176,18 @@ def settings_option(settings_cls, name: str, *decls: str, **kwargs):
         kwargs.setdefault("default", default)
         kwargs.setdefault("show_default", True)
     return click.option(*decls, name, **kwargs)
+
+
+class Group(click.Group):
+    """A click group whose command list shows each command's whole first sentence, wrapped, never cut short
+    with '...'."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

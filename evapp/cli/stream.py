@@ -15,7 +15,7 @@ from evapp.cli.options import (
     region_option,
     with_frames,
 )
-from evapp.errors import InputError
+from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ frames_option = click.option("--frames", "with_frames_lines", is_flag=True,
                              help="With --model, also print the frame lines.")
 
 
-@click.command()
+@click.command(short_help="Replay a recording or a tcp:// stream.")
 @click.argument("file")
 @click.option("--speed", callback=parse_speed, default="1.0", show_default=True,
               help="Replay speed factor against the recording's own clock.")
@@ -71,7 +71,7 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
             print_json(pipeline.summary().to_json())
 
 
-@click.command()
+@click.command(short_help="Recognise gestures live from a camera or stream.")
 @click.option("--camera", "camera", required=True, metavar="dvxplorer|davis|dvs128|SERIAL|tcp://HOST:PORT",
               help="Camera kind or serial number (USB, through dv-processing), or a network stream.")
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout (as replay).")
@@ -134,50 +134,98 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         source.close()
 
 
-@click.command("eval-stream")
+confirm_option = click.option("--confirm", type=click.IntRange(min=1), default=3, show_default=True,
+                              help="Correct answers in a row that count as a decision (for the latency).")
+confusion_option = click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
+                                help="Where to save the confusion matrix PNG (default: FILE's name + "
+                                     "_confusion.png in $EVAPP_OUTPUT, else ~/evapp-output).")
+
+
+@click.command("eval-stream", short_help="Frame accuracy and latency on a labelled recording.")
 @click.argument("file")
 @model_options(frames_only=False)
 @events_per_frame_option("Events per frame (default: the model's).")
 @region_option("Sensor region mapped onto the input.")
-@click.option("--confirm", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Correct answers in a row that count as a decision (for the latency).")
-@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
-              help="Where to save the confusion matrix PNG (default: FILE's name + _confusion.png, here).")
+@confirm_option
+@confusion_option
 @json_option("Print one JSON object instead of a report.")
 def eval_stream(file, choice, events_per_frame, region, confirm, confusion_path, as_json) -> None:
     """Run the pipeline over a labelled recording: frame accuracy, decision latency, misses, false alarms."""
+    if not choice.name:
+        raise InputError("No trained model ships in models/; name one with --model NAME (see 'evapp models').")
+    report = _evaluate(file, with_frames(choice, events_per_frame), region, confirm, confusion_path)
+    if as_json:
+        print_json(report)
+    else:
+        from evapp.evaluate import format_report
+
+        click.echo(format_report(report, confirm))
+
+
+@click.command(short_help="Recognise the gestures of the demo recording and say how it went.")
+@click.option("--model", "model_name", metavar="NAME",
+              help="Model to run (default: saformer-2-256 on a CPU, the best shipped model on a GPU).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
+@confirm_option
+@confusion_option
+@json_option("Print one JSON object instead of a report.")
+def demo(model_name, device, confirm, confusion_path, as_json) -> None:
+    """Run a shipped model over assets/demo.aedat4 (a synthetic recording of the 11 gestures) as fast as this
+    machine allows and print, for each labelled gesture, the gesture named and how soon, then the totals."""
+    from evapp.model_setup import ModelChoice, resolve_model_name
+    from evapp.paths import assets_dir
+
+    path = assets_dir() / "demo.aedat4"
+    if not path.is_file():
+        raise InputError(f"The demo recording {path} is missing (set EVAPP_ASSETS to the checkout's assets/ folder).")
+    if model_name is None:
+        model_name = DEMO_CPU_MODEL if not _cuda_wanted(device) else resolve_model_name(None)
+    report = _evaluate(str(path), ModelChoice(model_name, device=device), None, confirm, confusion_path)
+    if as_json:
+        print_json(report)
+    else:
+        from evapp.evaluate import format_report
+
+        click.echo(format_report(report, confirm))
+
+
+# The shipped model that evaluates the demo in under two minutes on a 2-core CPU (README, "Two commands").
+DEMO_CPU_MODEL = "saformer-2-256"
+
+
+def _cuda_wanted(device: str) -> bool:
+    if device == "cpu":
+        return False
+    from evapp.engine.torch_engine import resolve_device
+
+    with as_input_error(RuntimeError):
+        return resolve_device(device).type == "cuda"
+
+
+def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | None) -> dict:
+    """The labelled recording through the pipeline as fast as possible: the streaming metrics as one record."""
+    import time
+
     from evapp.evaluate import confusion_png, evaluate_stream
     from evapp.model_setup import build_model_setup
+    from evapp.paths import output_dir
     from evapp.pipeline import Pipeline, ReplayOptions
     from evapp.sources import open_source
 
-    if not choice.name:
-        raise InputError("No trained model ships in models/; name one with --model NAME (see 'evapp models').")
-    setup = build_model_setup(with_frames(choice, events_per_frame))
+    started = time.perf_counter()
+    setup = build_model_setup(choice)
     source = open_source(file)
     if source.is_live:
         raise InputError("eval-stream needs a labelled recording, not a live stream.")
     pipeline = Pipeline(source, setup, region=region, replay=ReplayOptions(speed=None), with_frames=True)
     run = evaluate_stream(pipeline, confirm, file)
-    metrics, policy, n = run.metrics, setup.policy_text, setup.frame_spec.events_per_frame
-    png = Path(confusion_path or f"{Path(file).stem}_confusion.png")
+    metrics, policy = run.metrics, setup.policy_text
+    png = Path(confusion_path) if confusion_path else output_dir() / f"{Path(file).stem}_confusion.png"
     confusion_png(metrics, png, title=f"{choice.name} on {Path(file).name} ({policy})")
-    report = {"file": str(file), "model": choice.name, "policy": policy, "events_per_frame": n,
-              "frames": run.frames, "answers": run.answers, **metrics.to_dict(), "confusion_png": str(png)}
-    if as_json:
-        print_json(report)
-        return
-    acc = "n/a" if metrics.frame_accuracy is None else f"{100 * metrics.frame_accuracy:.1f} %"
-    lat = "n/a" if metrics.median_latency_ms is None else f"{metrics.median_latency_ms:.0f} ms"
-    click.echo(f"{file}: {choice.name}, policy {policy}, N={n}, {run.frames} frames, {run.answers} answers")
-    click.echo(f"frame accuracy      {acc} of {metrics.frames_in_gestures} frames inside gestures")
-    click.echo(f"decision latency    median {lat} (labelled start to {confirm} correct answers in a row)")
-    click.echo(f"missed gestures     {metrics.missed} of {len(metrics.gestures)}")
-    click.echo(f"false alarms        {metrics.false_alarms} (a gesture named during a pause)")
-    for g in metrics.gestures:
-        shown = "missed" if g.latency_ms is None else f"{g.latency_ms:.0f} ms"
-        click.echo(f"  {metrics.class_names[g.class_id]:<28} {g.start_us / 1e6:8.2f} s  {shown}")
-    click.echo(f"confusion matrix    {png}")
+    return {"file": str(file), "model": choice.name, "policy": policy,
+            "events_per_frame": setup.frame_spec.events_per_frame, "frames": run.frames, "answers": run.answers,
+            **metrics.to_dict(), "confusion_png": str(png), "recording_s": pipeline.position_us / 1e6,
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
-COMMANDS = (replay, live, eval_stream)
+COMMANDS = (replay, live, eval_stream, demo)

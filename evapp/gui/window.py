@@ -313,7 +313,11 @@ class MainWindow(QMainWindow):
         self.record_button.setChecked(False)
 
     def save_screenshot(self, path: str | Path | None = None) -> Path:
-        path = Path(path or time.strftime("evapp-%Y%m%d-%H%M%S.png"))
+        if path is None:
+            from evapp.paths import output_dir
+
+            path = output_dir() / time.strftime("evapp-%Y%m%d-%H%M%S.png")
+        path = Path(path)
         self.grab().save(str(path))
         self.statusBar().showMessage(f"saved {path}", 3000)
         return path

@@ -13,7 +13,7 @@ import logging
 import threading
 from pathlib import Path
 
-from evapp.errors import InputError
+from evapp.errors import InputError, with_reason
 from evapp.events import SensorGeometry
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class AedatRecorder:
         try:
             self._writer = dv.io.MonoCameraWriter(str(self.path), config)
         except RuntimeError as exc:
-            raise InputError(f"{self.path} cannot be written ({str(exc).splitlines()[0]}).") from None
+            raise InputError(with_reason(f"{self.path} cannot be written", exc)) from None
         self._lock = threading.Lock()
         self._last_t: int | None = None
         self._shift = 0  # added after a reconnect whose clock went backwards (the writer needs monotonic time)

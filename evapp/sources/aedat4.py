@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from evapp.errors import InputError
+from evapp.errors import InputError, with_reason
 from evapp.events import SensorGeometry
 from evapp.sources.aedat3 import labels_path_for, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
+
+AEDAT4_MAGIC = b"#!AER-DAT4.0"  # the first bytes of every AEDAT4 file (iniVation's AEDAT 4.0 format)
 
 
 def to_event_store(events: np.ndarray):
@@ -86,9 +88,17 @@ class Aedat4Source(EventSource):
         import dv_processing as dv
 
         try:
+            with open(self.path, "rb") as f:
+                magic = f.read(len(AEDAT4_MAGIC))
+        except OSError as exc:
+            raise InputError(f"{self.path} cannot be read ({exc.strerror or exc}).") from None
+        if magic != AEDAT4_MAGIC:
+            raise InputError(f"{self.path} is not an AEDAT4 recording (it does not start with the AEDAT4 "
+                             f"header {AEDAT4_MAGIC.decode()!r}).")
+        try:
             return dv.io.MonoCameraRecording(str(self.path))
         except (RuntimeError, ValueError, IndexError) as exc:
-            raise InputError(f"{self.path} is not a readable AEDAT4 recording ({_first_line(exc)}).") from None
+            raise InputError(with_reason(f"{self.path} is not a readable AEDAT4 recording", exc)) from None
 
     def _raw_batches(self):
         rec = self._recording
@@ -97,7 +107,7 @@ class Aedat4Source(EventSource):
             try:
                 store = rec.getNextEventBatch(self.stream_name)
             except (RuntimeError, ValueError) as exc:
-                raise InputError(f"{self.path} is corrupted or truncated ({_first_line(exc)}).") from None
+                raise InputError(with_reason(f"{self.path} is corrupted or truncated", exc)) from None
             if store is None:
                 return
             if len(store):
@@ -128,8 +138,3 @@ class Aedat4Source(EventSource):
 
     def close(self) -> None:
         self._recording = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

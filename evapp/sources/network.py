@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import urlparse
 
-from evapp.errors import InputError, SourceLost
+from evapp.errors import InputError, SourceLost, native_reason, with_reason
 from evapp.events import SensorGeometry
 from evapp.sources.base import LiveSource
 
@@ -35,9 +35,9 @@ class NetworkSource(LiveSource):
         try:
             self._reader = dv.io.NetworkReader(self.host, self.port)
         except RuntimeError as exc:
-            raise InputError(
-                f"Nothing accepts connections at {spec} ({exc}); start the event server first or check the address."
-            ) from None
+            reason = native_reason(exc)
+            raise InputError(f"Nothing accepts connections at {spec}{f' ({reason})' if reason else ''}; start the "
+                             "event server first or check the address.") from None
         resolution = self._reader.getEventResolution()
         if resolution is None:
             raise InputError(f"The stream at {spec} carries no events.")
@@ -53,7 +53,7 @@ class NetworkSource(LiveSource):
             try:
                 store = reader.getNextEventBatch()
             except RuntimeError as exc:
-                raise SourceLost(f"The stream at {self.spec} broke off ({exc}).") from None
+                raise SourceLost(with_reason(f"The stream at {self.spec} broke off", exc)) from None
             if store is not None and len(store):
                 last_data = time.monotonic()
                 batch = self._deliver(store)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evapp.errors import InputError
 from evapp.sources.base import EventSource, start_at
 
 _POLL_S = 0.05  # longest wait between two looks at the controls, so stop/seek/speed act promptly
@@ -40,7 +41,9 @@ class ReplayClock:
         self.loop = self.options.loop
         self.hold_at_end = hold_at_end  # at the end, wait for a seek (or loop) instead of returning: the window
         self.on_restart = on_restart  # called in the reader thread when a seek restarts the stream
-        self.position_us = 0
+        self._position_us = 0
+        self.at_end = False  # holding at the end of the recording (hold_at_end), waiting for a seek or loop
+        self._recording_end_us = 0  # the last event time read so far, skipped batches included
         self._speed = self.options.speed
         self._lock = threading.Lock()  # makes "take the pending control and clear it" one step
         self._seek_us: int | None = None
@@ -86,11 +89,12 @@ class ReplayClock:
         recording (without the offset). ``on_restart()`` runs before the first batch after each seek."""
         start_us = int(round(self.options.start_s * 1e6))
         offset = 0
+        first_pass = True
         while not self._stop.is_set():
             last = None
             anchor: tuple[float, int] | None = None  # (wall, stream) pair the pacing is measured from
             sought = None
-            stream = start_at(self.source.batches(), start_us)
+            stream = start_at(self._tracked(self.source.batches()), start_us)
             try:
                 for batch in stream:
                     sought = self._take_seek()
@@ -115,10 +119,14 @@ class ReplayClock:
                             return
                         if self._seek_us is not None:
                             continue  # a batch from before the seek is not shown after it
-                    self.position_us = t_last
+                    self._position_us = t_last
                     yield batch, t_last
             finally:
                 stream.close()
+            if first_pass and last is None and sought is None and self._seek_us is None and start_us > 0:
+                raise InputError(f"The recording ends at {self._recording_end_us / 1e6:.1f} s, before the start "
+                                 f"asked for ({start_us / 1e6:g} s).")
+            first_pass = False
             if sought is None and self._seek_us is None and not self.loop and self.hold_at_end:
                 self._hold()
             if self._stop.is_set():
@@ -134,6 +142,18 @@ class ReplayClock:
                 return
             # The next pass begins 1 µs after this pass's last event, at the same place in the recording.
             offset += last - start_us + 1
+
+    @property
+    def position_us(self) -> int:
+        """Recording time of the last batch released, or where a seek not yet applied will continue (so that
+        two quick seeks by a step add up)."""
+        pending = self._seek_us
+        return pending if pending is not None else self._position_us
+
+    def _tracked(self, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for batch in batches:
+            self._recording_end_us = int(batch["timestamp"][-1])
+            yield batch
 
     def _take_seek(self) -> int | None:
         with self._lock:
@@ -159,5 +179,9 @@ class ReplayClock:
 
     def _hold(self) -> None:
         """At the end of the recording: wait until a seek, looping or a stop continues (or ends) the replay."""
-        while self._seek_us is None and not self.loop and not self._stop.is_set():
-            self._stop.wait(_POLL_S)
+        self.at_end = True
+        try:
+            while self._seek_us is None and not self.loop and not self._stop.is_set():
+                self._stop.wait(_POLL_S)
+        finally:
+            self.at_end = False
