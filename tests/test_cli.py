@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -85,7 +87,7 @@ def make_bad_inputs(tmp_path):
     corrupt = bytearray(data)
     corrupt[:64] = b"\x00" * 64
     (tmp_path / "corrupt.aedat4").write_bytes(bytes(corrupt))
-    bad["corrupt aedat4"] = (str(tmp_path / "corrupt.aedat4"), "not a readable AEDAT4 recording")
+    bad["corrupt aedat4"] = (str(tmp_path / "corrupt.aedat4"), "is not an AEDAT4 recording (it does not start with")
     write_aedat4(tmp_path / "empty.aedat4", [], DVX)
     bad["no events"] = (str(tmp_path / "empty.aedat4"), "contains no events")
     (tmp_path / "zero.aedat4").write_bytes(b"")
@@ -160,3 +162,86 @@ def test_bench_binning_json(capsys):
     cases = {(r["sensor"], r["N"]) for r in record["binning"]}
     assert cases == {("128x128", 5000), ("128x128", 20000), ("640x480", 5000), ("640x480", 20000)}
     assert all(r["ours_mev_s"] > 0 and r["tonic_mev_s"] > 0 for r in record["binning"])
+
+
+def test_usage_errors_name_the_command_to_ask(capsys):
+    assert main(["frobnicate"]) == 2
+    assert capsys.readouterr().err.strip() == "evapp: error: No such command 'frobnicate' (see 'evapp --help')."
+    assert main(["bench", "model", "--iters", "0"]) == 2
+    assert "(see 'evapp bench model --help')" in capsys.readouterr().err
+
+
+def test_help_never_cuts_a_summary_short(capsys):
+    from evapp.cli.main import cli
+
+    for args in ([], ["bench"], ["bench", "live"]):
+        assert main([*args, "--help"]) == 0
+        listing = capsys.readouterr().out.split("Commands:")[1]
+        assert "..." not in listing, args
+    assert set(cli.commands) >= {"demo", "replay", "live", "eval-stream"}
+
+
+def test_a_reader_that_goes_away_is_not_an_error(big_dvx_recording):
+    path, _ = big_dvx_recording
+    proc = subprocess.Popen([sys.executable, "-m", "evapp", "replay", str(path), "--headless", "--no-model"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # like `| head -n 1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert json.loads(first)["type"] == "frame" and err == ""
+
+
+def test_start_past_the_end_is_one_sentence(big_dvx_recording, capsys):
+    path, events = big_dvx_recording
+    duration_s = (events["timestamp"][-1] - events["timestamp"][0]) / 1e6
+    assert main(["replay", str(path), "--headless", "--no-model", "--start", str(duration_s + 5)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"ends at {duration_s:.1f} s, before the start asked for" in err[0]
+
+
+def test_native_library_messages_lose_their_source_paths(tmp_path, capsys):
+    from evapp.errors import native_reason
+
+    boost = RuntimeError("connect: Connection refused [system:111 at /vcpkg/include/boost/asio/detail/"
+                         "reactive_socket_service.hpp:588 in function 'boost::system::error_code connect(x&)']")
+    assert native_reason(boost) == "connect: Connection refused"
+    dv = RuntimeError("/project/include/dv-processing/io/simplefile.hpp(313): void dv::io::SimpleFile::readInto("
+                      "T*, size_t) const [with T = std::byte; size_t = long unsigned int]()")
+    assert native_reason(dv) == ""
+    text = tmp_path / "notes.aedat4"
+    text.write_text("not events\n")
+    assert main(["info", str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"evapp: error: {text} is not an AEDAT4 recording (it does not start with the AEDAT4 header " \
+                  "'#!AER-DAT4.0')."
+    assert main(["replay", f"tcp://127.0.0.1:{free_port()}", "--headless", "--no-model"]) == 2
+    err = capsys.readouterr().err
+    assert "Connection refused" in err and "/" not in err.split("tcp://")[1].split(")")[0][10:]
+
+
+def test_the_window_without_a_display_is_one_sentence(big_dvx_recording, tmp_path):
+    path, _ = big_dvx_recording
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "evapp", "replay", str(path), "--no-model"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "evapp: error: There is no display to open the window on (DISPLAY is not set): " \
+                                  "run with --headless, or under a virtual display (xvfb-run evapp ...)."
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ldd") is None, reason="needs gcc and ldd to build a "
+                    "library whose dependency is missing")
+def test_missing_system_libraries_are_named_with_their_packages(tmp_path):
+    from evapp.gui.app import debian_package, missing_libraries
+
+    (tmp_path / "dep.c").write_text("int dep(void) { return 1; }\n")
+    (tmp_path / "main.c").write_text("int dep(void);\nint run(void) { return dep(); }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "libevapp-absent.so.0"), str(tmp_path / "dep.c"),
+                    "-Wl,-soname,libevapp-absent.so.0"], check=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "libplugin.so"), str(tmp_path / "main.c"),
+                    f"-L{tmp_path}", "-l:libevapp-absent.so.0"], check=True)
+    (tmp_path / "libevapp-absent.so.0").unlink()  # like a system package that is not installed
+    assert missing_libraries(tmp_path / "libplugin.so") == ["libevapp-absent.so.0"]
+    assert [debian_package(n) for n in ("libxcb-cursor.so.0", "libxkbcommon-x11.so.0", "libxcb-icccm.so.4")] == [
+        "libxcb-cursor0", "libxkbcommon-x11-0", "libxcb-icccm4"]

@@ -49,7 +49,8 @@ def labelled_recording(tmp_path_factory):
 def window(qtbot, labelled_recording):
     choice = ModelChoice(MODEL, policy="persistent", device="cpu", events_per_frame=N)
     source = open_source(labelled_recording)
-    pipeline = Pipeline(source, build_model_setup(choice), replay=ReplayOptions(speed=1.0), hold_at_end=True)
+    pipeline = Pipeline(source, build_model_setup(choice), replay=ReplayOptions(speed=1.0), hold_at_end=True,
+                        drop_late_frames=True)  # as `evapp replay` builds it for the window
     win = MainWindow(pipeline, choice, "test", duration_us=duration_of(source))
     qtbot.addWidget(win)
     win.show()
@@ -165,10 +166,109 @@ def test_model_engine_policy_change_and_no_model(qtbot, window):
     qtbot.waitUntil(lambda: window.frames_shown > frames, timeout=20_000)  # frames still flow without a model
 
 
-def test_replay_window_never_drops(qtbot, window):
-    window.pipeline.set_speed(4.0)
-    qtbot.waitUntil(lambda: window.pipeline.position_us > 4_000_000, timeout=30_000)
-    assert window.pipeline.frame_queue.dropped == 0
+def test_replay_window_keeps_the_clock_and_counts_what_the_model_skips(qtbot, window):
+    """In the window a replay runs at the chosen speed whatever the model's pace (the view shows the events as
+    they come); frames the model could not take are counted, as live. A headless replay never drops
+    (tests/test_live.py)."""
+    pipeline = window.pipeline
+    pipeline.set_speed(4.0)
+    qtbot.waitUntil(lambda: pipeline.position_us > 8_000_000, timeout=30_000)
+    window.toggle_pause()
+    settle(qtbot, window)
+    made, waiting = pipeline.binner.frames_out, pipeline.frame_queue.frames_waiting
+    assert pipeline.engine.frames_since_reset > 0
+    assert pipeline.frame_queue.dropped + pipeline.engine.frames_since_reset + waiting == made
+    assert pipeline.stats()["event_rate"] == pytest.approx(40_000, rel=0.25)  # the recording's rate, 40 kev/s
+
+
+def test_window_says_when_the_replay_has_ended(qtbot, window):
+    window.seek_to(11.5)  # half a second before the end of the 12 s recording
+    qtbot.waitUntil(lambda: window.pipeline.at_end, timeout=20_000)
+    qtbot.waitUntil(lambda: "end of the recording" in window.status.text(), timeout=5000)
+    assert window.view.banner_text.startswith("end of the recording")
+    window.seek_to(2.0)  # a seek continues the replay
+    qtbot.waitUntil(lambda: not window.pipeline.at_end and window.pipeline.position_us < 6_000_000, timeout=10_000)
+
+
+def test_two_quick_seeks_add_up(qtbot, window):
+    qtbot.waitUntil(lambda: window.pipeline.position_us > 0, timeout=10_000)
+    window.toggle_pause()  # the replay stays where the seeks put it
+    start = window.pipeline.position_us
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    qtbot.keyClick(window, Qt.Key.Key_Right)  # before the first seek has been applied
+    assert window.pipeline.position_us == start + 10_000_000
+
+
+def test_a_seek_leaves_a_gap_in_the_predictions(qtbot, window):
+    timeline = window.timeline
+    timeline.clear()
+    for t in range(0, 3_000_000, 500_000):
+        timeline.add(t, 1)
+    timeline.add_gap(3_000_000)  # the reader was at 3 s when the user sought to 9 s
+    timeline.add(2_900_000, 1)  # an answer from before the seek (answers lag the reader), arriving late
+    timeline.add(9_000_000, 7)  # the first answer after the seek
+    timeline.add(9_500_000, 7)
+    spans = timeline.spans()
+    assert (2_900_000, 3_000_000, 1) in spans and all(not (a < 6_000_000 < b) for a, b, _ in spans)
+    assert spans[-1] == (9_000_000, 9_500_000, 7)
+    assert timeline.x_of(0) >= timeline.caption_width()  # the first bars start right of the captions
+
+
+def test_a_refused_region_is_explained_long_enough_to_read(qtbot, window):
+    from evapp.binning import Region
+
+    window.set_region(Region(10, 10, 50, 50))  # smaller than the 128x128 model input
+    qtbot.wait(1500)  # 45 timer ticks later
+    assert "smaller than" in window.status.text()
+
+
+def test_model_box_marks_untrained_architectures(window):
+    from evapp.engine.loading import model_names
+
+    items = [(window.model_box.itemText(i), window.model_box.itemData(i)) for i in range(window.model_box.count())]
+    assert items[0] == ("(no model)", None)
+    assert [data for _, data in items[1:]] == model_names()
+    assert all(text == f"{data} (untrained)" for text, data in items[1:])  # EVAPP_MODELS is empty here
+    assert window.model_box.currentData() == MODEL
+
+
+def test_long_class_names_fit_the_view(qtbot, window):
+    from PyQt6.QtGui import QFontMetrics
+
+    view = window.view
+    view.resize(420, 320)
+    view.label_text = "left arm counter clockwise  0.97"
+    width = QFontMetrics(view.label_font()).horizontalAdvance(view.label_text)
+    assert width <= view._target().width() - 24
+    view.label_text = "idle  0.50"
+    assert view.label_font().pointSize() > QFontMetrics(view.label_font()).height() / 4  # short names stay large
+
+
+def cie_lab(rgb) -> np.ndarray:
+    """sRGB (0-255) to CIELAB (D65), the CIE's formulas."""
+    c = np.asarray(rgb, float) / 255
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = c @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 216 / 24389, np.cbrt(f), (24389 / 27 * f + 16) / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], -1)
+
+
+def test_classes_get_distinct_colours():
+    from evapp.gui.widgets import class_colour
+
+    lab = cie_lab([class_colour(i).getRgb()[:3] for i in range(11)])
+    distances = [np.linalg.norm(lab[i] - lab[j]) for i in range(11) for j in range(i + 1, 11)]
+    # CIE76 colour difference of every pair (hue steps of 360/11 degrees gave 17 between neighbours)
+    assert min(distances) > 30
+    assert class_colour(-1).getRgb()[:3] == (150, 150, 150)  # idle stays grey
+    assert len({class_colour(i).getRgb() for i in range(40)}) == 40  # more classes still get colours of their own
+
+
+def test_screenshot_without_a_path_goes_to_the_output_folder(window, output_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shot = window.save_screenshot()
+    assert shot.parent == output_folder and shot.is_file() and not list(tmp_path.glob("*.png"))
 
 
 def test_window_close_stops_the_threads(qtbot, window):

@@ -175,3 +175,21 @@ def test_watchers_see_every_batch(recording):
     finally:
         pipeline.close()
     assert sum(counted) == 200_000
+
+
+def test_event_rate_follows_stream_time_not_the_readers_bursts():
+    """A reader that waits for a slow model delivers a second of stream in a burst, then nothing for a while:
+    the rate shown is the stream's (stream time), and 0 only once nothing has come for a second of wall time."""
+    from evapp.pipeline.queues import StreamRate
+
+    rate = StreamRate(window_s=1.0)
+    wall = 100.0
+    for burst in range(3):  # every 0.9 s of wall time, one burst of 0.5 s of stream at 72 k events/s
+        for i in range(50):
+            rate.add(720, burst * 500_000 + i * 10_000, now=wall)
+        if burst:  # (the first burst holds only half a second of stream)
+            assert rate.rate(now=wall + 0.5) == pytest.approx(72_000, rel=0.02)  # mid-gap: the stream's rate
+        wall += 0.9
+    assert rate.rate(now=wall + 1.5) == 0.0  # a stalled stream
+    rate.add(100, 0, now=wall + 2)  # a seek back to the start begins a new measurement
+    assert rate.rate(now=wall + 2) == pytest.approx(100)

@@ -67,3 +67,22 @@ def test_shipped_model_recognises_demo_gestures(name, demo_rotations, shipped_mo
     assert png.is_file()
     assert report["gestures"] == 2 and report["missed_gestures"] == 0 and report["false_alarms"] == 0
     assert report["frame_accuracy"] >= 0.8, report["confusion"]
+
+
+def test_demo_prints_what_was_named_and_how_soon(demo_rotations, shipped_models, monkeypatch, output_folder, capsys):
+    """`evapp demo` (the README's first command) on the two rotations: one line per labelled gesture with the
+    gesture named and its latency, then the totals a newcomer reads first."""
+    assets = demo_rotations.parent / "assets"
+    assets.mkdir(exist_ok=True)
+    for f in (demo_rotations, demo_rotations.with_name("rotations_labels.csv")):
+        (assets / f.name.replace("rotations", "demo")).write_bytes(f.read_bytes())
+    monkeypatch.setenv("EVAPP_ASSETS", str(assets))
+    assert main(["demo", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "saformer-2-256" in out[0]  # the shipped model that runs the demo in time on a CPU
+    rows = [line.split() for line in out[2:4]]
+    assert [r[0] for r in rows] == ["right_arm_clockwise", "right_arm_counter_clockwise"]
+    assert all(r[3] == r[0] and r[-1] == "ms" for r in rows)  # named as labelled, with the latency
+    assert out[4].startswith("2 of 2 gestures named") and "frame accuracy" in out[4]
+    assert (output_folder / "demo_confusion.png").is_file() and out[5].endswith("demo_confusion.png")
+    assert out[6].endswith(" s") and "of recording evaluated in" in out[6]

@@ -49,13 +49,18 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     from evapp.sinks.jsonl import run_headless
     from evapp.sources import open_source
 
+    if not headless:
+        from evapp.gui.app import check_display
+
+        check_display()  # before the model is built: a missing display is said at once
     choice = with_frames(choice, events_per_frame, input_size)
     setup = build_model_setup(choice)
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
-    # The window keeps a replay open at its end, so that a seek (or loop) can continue it.
+    # The window keeps a replay open at its end, so that a seek (or loop) can continue it, and keeps the replay's
+    # clock: the model answers the frames it can take, as live (a headless replay never drops a frame).
     pipeline = Pipeline(source, setup, region=region, replay=options, hold_at_end=not headless,
-                        with_frames=with_frames_lines)
+                        with_frames=with_frames_lines, drop_late_frames=not headless)
     log.info("replaying %s from %s", source.geometry, file)
     with stop_requests() as stop:
         try:
@@ -99,6 +104,10 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
 
     if record_path:
         check_record_path(record_path, force)  # before the camera is opened: fail fast, overwrite nothing
+    if not headless:
+        from evapp.gui.app import check_display
+
+        check_display()
     setup = build_model_setup(with_frames(choice, events_per_frame, input_size))
     source = open_live(camera)
     if noise_filter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import QPoint, QRect, QRectF, Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from evapp.binning import Region
@@ -27,11 +27,21 @@ def _colour_table() -> np.ndarray:
 _COLOUR_TABLE = _colour_table()
 
 
-def class_colour(class_id: int, count: int) -> QColor:
-    """A distinct colour per class (grey for idle / unknown)."""
+# Kenneth L. Kelly's colours of maximum contrast ("Twenty-two colors of maximum contrast", Color Engineering 3(6),
+# 1965), in his order, so that neighbouring classes differ most; without white, black and the grey (idle's colour)
+# and the dark browns and olive, which vanish on the dark background; his yellow-green moved up to the 11th place,
+# which keeps every pair of the 11 gesture classes far apart (tests/test_gui.py measures it).
+PALETTE = ("#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#008856", "#E68FAC", "#0067A5",
+           "#F99379", "#8DB600", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#E25822")
+
+
+def class_colour(class_id: int, count: int = 0) -> QColor:
+    """A distinct colour per class (grey for idle / unknown); past the palette, hues spread over the circle."""
     if class_id < 0:
         return QColor(150, 150, 150)
-    return QColor.fromHsv(int(360 * class_id / max(count, 1)) % 360, 170, 230)
+    if class_id < len(PALETTE):
+        return QColor(PALETTE[class_id])
+    return QColor.fromHsv(int(360 * class_id * 0.618034) % 360, 200, 230)  # golden-ratio steps: no neighbours alike
 
 
 class EventView(QWidget):
@@ -127,10 +137,7 @@ class EventView(QWidget):
             painter.drawRect(QRect(self._drag_from, self._drag_to).normalized())
         t = self._target()
         if self.label_text:
-            font = QFont()
-            font.setPointSize(max(12, int(t.height() / 16)))
-            font.setBold(True)
-            painter.setFont(font)
+            painter.setFont(self.label_font())
             painter.setPen(self.label_colour)
             painter.drawText(t.adjusted(12, 8, -12, -8), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft,
                              self.label_text)
@@ -146,6 +153,19 @@ class EventView(QWidget):
             painter.drawText(t.adjusted(12, 8, -12, -8), Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight,
                              self.banner_text)
         painter.end()
+
+    def label_font(self) -> QFont:
+        """The decided gesture's font: large, and small enough that the name and its confidence fit the view."""
+        t = self._target()
+        font = QFont()
+        font.setBold(True)
+        size = max(12, int(t.height() / 16))
+        font.setPointSize(size)
+        room = t.width() - 24
+        while size > 7 and QFontMetrics(font).horizontalAdvance(self.label_text) > room:
+            size -= 1
+            font.setPointSize(size)
+        return font
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.LeftButton:
@@ -217,10 +237,14 @@ class ProbabilityBars(QWidget):
 
 
 class Timeline(QWidget):
-    """Predictions (lower band) and ground truth (upper band) along the recording, with a cursor.
+    """Predictions (lower band) and ground truth (upper band) along the recording, with a cursor; the band
+    captions sit in a margin of their own at the left.
 
-    Replays span the whole recording; live streams show the last ``window_us``.
+    Replays span the whole recording; live streams show the last ``window_us``. A seek leaves a gap: the span
+    jumped over is not painted with the label shown before the jump.
     """
+
+    CAPTIONS = ("ground truth", "predictions")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -228,8 +252,8 @@ class Timeline(QWidget):
         self.duration_us: int | None = None
         self.window_us = 30_000_000
         self.labels = []
-        self.class_count = 11
         self.marks: list[tuple[int, int]] = []  # (recording time, decided class)
+        self.gaps: list[int] = []  # recording times a seek jumped away from
         self.cursor_us = 0
 
     def add(self, t_us: int, class_id: int) -> None:
@@ -237,9 +261,18 @@ class Timeline(QWidget):
         if len(self.marks) > 20_000:
             del self.marks[:5000]
 
+    def add_gap(self, at_us: int) -> None:
+        """A seek away from ``at_us``: the predictions before it end there."""
+        self.gaps.append(int(at_us))
+
     def clear(self) -> None:
         self.marks.clear()
+        self.gaps.clear()
         self.update()
+
+    def caption_width(self) -> int:
+        metrics = QFontMetrics(self.font())
+        return max(metrics.horizontalAdvance(c) for c in self.CAPTIONS) + 12
 
     def _span(self) -> tuple[int, int]:
         if self.duration_us:
@@ -247,27 +280,42 @@ class Timeline(QWidget):
         end = max(self.cursor_us, self.window_us)
         return end - self.window_us, end
 
+    def x_of(self, t_us: int) -> float:
+        """Where a recording time lies on the widget (right of the captions)."""
+        t0, t1 = self._span()
+        left = self.caption_width()
+        return left + (t_us - t0) * (self.width() - left) / max(t1 - t0, 1)
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(start, end, class) of each painted prediction: from one answer to the next, cut at a seek's gap and
+        never backwards (after a seek back, the newer predictions restart)."""
+        out = []
+        for (a, cid), (b, _) in zip(self.marks, self.marks[1:], strict=False):
+            if b < a:
+                continue
+            end = min([g for g in self.gaps if a <= g < b], default=b)
+            out.append((a, end, cid))
+        return out
+
     def paintEvent(self, event) -> None:  # noqa: N802
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(26, 26, 26))
         t0, t1 = self._span()
-        scale = self.width() / max(t1 - t0, 1)
         half = self.height() / 2
         for lab in self.labels:
-            x0, x1 = (lab.start_us - t0) * scale, (lab.end_us - t0) * scale
-            painter.fillRect(QRectF(x0, 2, max(x1 - x0, 1), half - 3), class_colour(lab.class_id, self.class_count))
-        previous = None
-        for t, cid in self.marks:
-            if previous is not None and t0 <= previous[0] <= t1 and t >= previous[0]:
-                x0 = (previous[0] - t0) * scale
-                painter.fillRect(QRectF(x0, half + 1, max((t - previous[0]) * scale, 1), half - 3),
-                                 class_colour(previous[1], self.class_count))
-            previous = (t, cid)
+            x0, x1 = self.x_of(max(lab.start_us, t0)), self.x_of(lab.end_us)
+            painter.fillRect(QRectF(x0, 2, max(x1 - x0, 1), half - 3), class_colour(lab.class_id))
+        for a, b, cid in self.spans():
+            if b < t0 or a > t1:
+                continue
+            x0 = self.x_of(max(a, t0))
+            painter.fillRect(QRectF(x0, half + 1, max(self.x_of(b) - x0, 1), half - 3), class_colour(cid))
         painter.setPen(QColor(200, 200, 200))
-        painter.drawText(QRectF(4, 0, 200, half), Qt.AlignmentFlag.AlignVCenter,
-                         "ground truth" if self.labels else "")
-        painter.drawText(QRectF(4, half, 200, half), Qt.AlignmentFlag.AlignVCenter, "predictions")
-        x = (self.cursor_us - t0) * scale
+        painter.drawText(QRectF(4, 0, self.caption_width(), half), Qt.AlignmentFlag.AlignVCenter,
+                         self.CAPTIONS[0] if self.labels else "")
+        painter.drawText(QRectF(4, half, self.caption_width(), half), Qt.AlignmentFlag.AlignVCenter,
+                         self.CAPTIONS[1])
+        x = self.x_of(self.cursor_us)
         painter.setPen(QPen(QColor(255, 255, 255), 2))
         painter.drawLine(int(x), 0, int(x), self.height())
         painter.end()

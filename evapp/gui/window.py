@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self._engine_results: queue.Queue = queue.Queue()
         self._building = False
         self._user_region = None
+        self._notice, self._notice_until = "", 0.0
         self.setWindowTitle(title)
 
         geometry = pipeline.source.geometry
@@ -109,7 +110,7 @@ class MainWindow(QMainWindow):
 
     # -- layout ---------------------------------------------------------------------------------------
     def _build_controls(self) -> None:
-        from evapp.engine.loading import model_names
+        from evapp.engine.loading import list_artifacts, model_names
 
         self.play_button = QPushButton("Pause")
         self.play_button.clicked.connect(self.toggle_pause)
@@ -149,9 +150,11 @@ class MainWindow(QMainWindow):
         self.controls_row = row
 
         self.model_box = QComboBox()
-        self.model_box.addItem("(no model)")
-        self.model_box.addItems(model_names())  # the artifacts, then the untrained architectures
-        self.model_box.setCurrentText(self.model_name or "(no model)")
+        self.model_box.addItem("(no model)", None)
+        trained = {a.name for a in list_artifacts()}
+        for name in model_names():  # the artifacts, then the architectures without one
+            self.model_box.addItem(name if name in trained else f"{name} (untrained)", name)
+        self.model_box.setCurrentIndex(max(0, self.model_box.findData(self.model_name)))
         self.policy_box = QComboBox()
         self.policy_box.setEditable(True)  # staggered:K with any K
         self.policy_box.addItems(POLICIES)
@@ -204,11 +207,12 @@ class MainWindow(QMainWindow):
             return
         duration_s = (self.timeline.duration_us or 0) / 1e6
         position_s = min(max(position_s, 0.0), duration_s) if duration_s else max(position_s, 0.0)
+        self.timeline.add_gap(self.pipeline.position_us)
         self.pipeline.seek(position_s)
         self.timeline.cursor_us = int(position_s * 1e6)
         self.last_prediction = None
         self.view.label_text = ""
-        self.status.setText(f"seek to {position_s:.1f} s")
+        self.notify(f"seek to {position_s:.1f} s")
 
     def seek_by(self, delta_s: float) -> None:
         self.seek_to(self.pipeline.position_us / 1e6 + delta_s)
@@ -231,15 +235,14 @@ class MainWindow(QMainWindow):
         try:
             self.pipeline.set_binning(self.pipeline.binner.n, region)
         except EvappError as exc:
-            self.status.setText(str(exc))
+            self.notify(str(exc))
             return
         self._user_region = region
         self.view.region = region or default_region(self.pipeline.source.geometry)
         self.view.update()
 
     def _apply_model_clicked(self) -> None:
-        name = self.model_box.currentText()
-        self.change_model(None if name.startswith("(") else name, self.policy_box.currentText().strip(),
+        self.change_model(self.model_box.currentData(), self.policy_box.currentText().strip(),
                           self.device_box.currentText(), self.engine_box.currentText())
 
     def change_model(self, model_name: str | None, policy: str, device: str, engine_kind: str = "torch") -> None:
@@ -273,7 +276,7 @@ class MainWindow(QMainWindow):
             except EvappError as exc:  # e.g. the chosen region is smaller than the new model's input
                 result = exc
         if isinstance(result, BaseException):
-            self.status.setText(f"model not changed: {result}")
+            self.notify(f"model not changed: {result}", 6.0)
             return
         self.model_name, self.policy, self.device = model_name, self._policy_of(result, policy), device
         self.engine_kind = result.engine_kind or engine_kind
@@ -297,7 +300,7 @@ class MainWindow(QMainWindow):
         try:
             self.recorder = self.recorder_factory(path)
         except EvappError as exc:
-            self.status.setText(str(exc))
+            self.notify(str(exc), 6.0)
             self.record_button.setChecked(False)
             return
         self.pipeline.add_tap(self.recorder)
@@ -308,7 +311,7 @@ class MainWindow(QMainWindow):
             return
         self.pipeline.remove_tap(self.recorder)
         self.recorder.close()
-        self.status.setText(f"recorded {self.recorder.events:,} events to {self.recorder.path}")
+        self.notify(f"recorded {self.recorder.events:,} events to {self.recorder.path}", 6.0)
         self.recorder = None
         self.record_button.setChecked(False)
 
@@ -377,11 +380,21 @@ class MainWindow(QMainWindow):
             parts.append("paused")
         if self.pipeline.finished:
             parts.append("ended")
+        elif self.pipeline.at_end:
+            parts.append("end of the recording")
         if s["status"]:
             parts.append(s["status"])
         if not self._building:
-            self.view.banner_text = s["status"] or ("paused" if self.pipeline.paused else "")
+            self.view.banner_text = s["status"] or ("paused" if self.pipeline.paused else "") or (
+                "end of the recording: seek, or tick Loop" if self.pipeline.at_end else "")
+        if time.monotonic() < self._notice_until:  # a message the user must have time to read
+            parts.insert(0, self._notice)
         self.status.setText("  |  ".join(parts))
+
+    def notify(self, text: str, seconds: float = 3.0) -> None:
+        """Show ``text`` first in the status line for ``seconds`` (the line is rewritten at every tick)."""
+        self._notice, self._notice_until = text, time.monotonic() + seconds
+        self._update_status()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.timer.stop()

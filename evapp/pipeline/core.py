@@ -37,7 +37,7 @@ from evapp.binning import FrameSpec, Region
 from evapp.decoder import IDLE, MotionRate
 from evapp.errors import InputError
 from evapp.model_setup import ModelSetup
-from evapp.pipeline.queues import FrameItem, FrameQueue, Marker, RollingRate
+from evapp.pipeline.queues import FrameItem, FrameQueue, Marker, StreamRate
 from evapp.pipeline.records import FrameRecord, Label, Prediction, Record, Summary
 from evapp.sources import EventSource
 from evapp.sources.replay import ReplayClock, ReplayOptions
@@ -61,7 +61,8 @@ class Pipeline:
     REPLAY_QUEUE_FRAMES = 8
 
     def __init__(self, source: EventSource, model: ModelSetup | None = None, *, region: Region | None = None,
-                 replay: ReplayOptions | None = None, hold_at_end: bool = False, with_frames: bool = True):
+                 replay: ReplayOptions | None = None, hold_at_end: bool = False, with_frames: bool = True,
+                 drop_late_frames: bool | None = None):
         self.source = source
         self.is_live = source.is_live
         self.model = model or ModelSetup.frames_only()  # the inference thread's current model
@@ -83,16 +84,18 @@ class Pipeline:
         self._batch_watchers: list[Callable[[np.ndarray], None]] = []
         self._taps: list = []
 
-        self.frame_queue = FrameQueue(self.LIVE_QUEUE_FRAMES if self.is_live else self.REPLAY_QUEUE_FRAMES,
-                                      drop_oldest=self.is_live)
+        # Live streams, and replays in the window (whose clock keeps the chosen speed), drop the oldest frame
+        # when the model falls behind; a headless replay never drops a frame and runs slower instead.
+        drop = self.is_live if drop_late_frames is None else drop_late_frames
+        self.frame_queue = FrameQueue(self.LIVE_QUEUE_FRAMES if drop else self.REPLAY_QUEUE_FRAMES, drop_oldest=drop)
         self.output_queue: queue.Queue = queue.Queue(maxsize=512)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._release_threads: Callable[[], None] | None = None
         self._done = False
         # Statistics for the status line and the summary.
-        self.event_rate = RollingRate()
-        self.frame_rate = RollingRate()
+        self.event_rate = StreamRate()
+        self.frame_rate = StreamRate()
         self.latencies_ms: list[float] = []
         self.recent_latency_ms: deque[float] = deque(maxlen=200)
         self.recent_step_ms: deque[float] = deque(maxlen=50)
@@ -215,6 +218,11 @@ class Pipeline:
             self.clock.loop = on
 
     @property
+    def at_end(self) -> bool:
+        """A replay in the window has reached the end of the recording and waits for a seek or loop."""
+        return self.clock is not None and self.clock.at_end
+
+    @property
     def position_us(self) -> int:
         """Recording position of the newest batch read."""
         return self.clock.position_us if self.clock is not None else self._live_position_us
@@ -330,7 +338,7 @@ class Pipeline:
             yield batch, self._live_position_us
 
     def _read_one(self, batch: np.ndarray, received_at: float, recording_us: int) -> None:
-        self.event_rate.add(batch.shape[0], received_at)
+        self.event_rate.add(batch.shape[0], int(batch["timestamp"][-1]), received_at)
         for watcher in self._batch_watchers:
             watcher(batch)
         if self.is_live and self._live_paused:
@@ -339,6 +347,7 @@ class Pipeline:
         shift = recording_us - int(batch["timestamp"][-1])
         spec, generation = self.frame_spec, self._binner_generation
         for counts, t_end in zip(done.counts, done.t_end_us.tolist(), strict=True):
+            self.frame_rate.add(1, t_end, received_at)
             fps = self._motion.update(t_end)
             self.frame_queue.put(FrameItem(counts, t_end, received_at, fps, t_end + shift, generation, spec))
 
@@ -379,7 +388,6 @@ class Pipeline:
             self.with_frames = self.with_frames or self.model.engine is None
 
     def _infer(self, item: FrameItem) -> None:
-        self.frame_rate.add(1)
         if self.with_frames:
             self._emit(FrameRecord(item.t_end_us, item.spec.events_per_frame, item.received_at, item.recording_us))
         if self.engine is None:

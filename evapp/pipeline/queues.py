@@ -1,4 +1,5 @@
-"""The pipeline's queues: the bounded frame queue with its control markers, and two small rolling buffers."""
+"""The pipeline's queues: the bounded frame queue with its control markers, a stream-time rate and the
+viewer's buffer of the newest events."""
 
 from __future__ import annotations
 
@@ -99,27 +100,36 @@ class FrameQueue:
             self._cond.notify_all()
 
 
-class RollingRate:
-    """Count per second over a sliding wall-clock window."""
+class StreamRate:
+    """Count per second of stream time over the last ``window_s`` of the stream (what a recording or a camera
+    delivers, however the reader's batches bunch up in wall time); 0 once nothing has arrived for ``window_s``
+    of wall time (a stalled stream)."""
 
     def __init__(self, window_s: float = 1.0):
         self.window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[int, int]] = deque()  # (stream time µs, count)
         self._total = 0
+        self._last_wall = 0.0
+        self._lock = threading.Lock()
 
-    def add(self, n: int, now: float | None = None) -> None:
+    def add(self, n: int, t_us: int, now: float | None = None) -> None:
+        with self._lock:
+            if self._samples and t_us < self._samples[-1][0]:  # a seek back or a new pass: start over
+                self._samples.clear()
+                self._total = 0
+            self._samples.append((int(t_us), n))
+            self._total += n
+            horizon = t_us - self.window_s * 1e6
+            while self._samples and self._samples[0][0] <= horizon:
+                self._total -= self._samples.popleft()[1]
+            self._last_wall = time.perf_counter() if now is None else now
+
+    def rate(self, now: float | None = None) -> float:
         now = time.perf_counter() if now is None else now
-        self._samples.append((now, n))
-        self._total += n
-        self._trim(now)
-
-    def _trim(self, now: float) -> None:
-        while self._samples and self._samples[0][0] < now - self.window_s:
-            self._total -= self._samples.popleft()[1]
-
-    def rate(self) -> float:
-        self._trim(time.perf_counter())
-        return self._total / self.window_s
+        with self._lock:
+            if not self._samples or now - self._last_wall > self.window_s:
+                return 0.0
+            return self._total / self.window_s
 
 
 class LatestEvents:
