@@ -121,7 +121,7 @@ def test_policies_match_torch_engine(policy, batch_invariant_cpu):
 @pytest.fixture
 def batch_invariant_cpu():
     """Per-sample convs in torch (see tests/test_torch_engine.py), so batched rows are computed as at batch 1."""
-    with torch.backends.mkldnn.flags(enabled=False, allow_tf32=False):
+    with torch.backends.mkldnn.flags(enabled=False, allow_tf32=None):
         yield
 
 

@@ -29,10 +29,10 @@ def batch_invariant_cpu():
     """oneDNN picks conv kernels by batch size, so a row of a batch of K and the same input at batch 1 can
     differ by ~1e-6 in the first conv; in a spiking net that can flip a neuron sitting at its threshold and
     the flip propagates (SpikingResformer's real-valued stream is the most sensitive). The staggered policy
-    is checked for exact equality with oneDNN off, where every conv is computed per sample. ``allow_tf32`` is
-    passed as the CPU has it (off): the context manager's default (on) makes torch warn that TF32 on oneDNN
-    exists only for Intel GPUs."""
-    with torch.backends.mkldnn.flags(enabled=False, allow_tf32=False):
+    is checked for exact equality with oneDNN off, where every conv is computed per sample. ``allow_tf32=None``
+    leaves oneDNN's TF32 setting alone: setting it at all (the context manager's default) makes torch warn that
+    TF32 on oneDNN exists only for Intel GPUs."""
+    with torch.backends.mkldnn.flags(enabled=False, allow_tf32=None):
         yield
 
 
