@@ -193,3 +193,23 @@ def test_event_rate_follows_stream_time_not_the_readers_bursts():
     assert rate.rate(now=wall + 1.5) == 0.0  # a stalled stream
     rate.add(100, 0, now=wall + 2)  # a seek back to the start begins a new measurement
     assert rate.rate(now=wall + 2) == pytest.approx(100)
+
+
+def test_a_long_replay_shows_its_progress(recording, capsys):
+    from evapp.sinks.progress import ReplayProgress
+
+    pipeline = Pipeline(open_source(recording), replay=ReplayOptions(speed=None))
+    progress = ReplayProgress(pipeline, enabled=True)
+    progress.REFRESH_S = 0.0
+    try:
+        for _ in pipeline.records():
+            progress.update()
+    finally:
+        progress.close()
+        pipeline.close()
+    err = capsys.readouterr().err
+    duration_s = round(pipeline.position_us / 1e6, 1)
+    assert "replay:" in err and f"/{duration_s:.1f} s of recording" in err
+    quiet = Pipeline(open_source(recording))
+    assert ReplayProgress(quiet, enabled=False).bar is None  # not a terminal: silent
+    quiet.close()
