@@ -73,6 +73,7 @@ class ModelSetup:
     decoder: Decoder | None
     class_names: tuple[str, ...]
     frame_spec: FrameSpec
+    governor: object | None = None  # evapp.engine.auto_policy.AutoPolicy under --policy auto
 
     @classmethod
     def frames_only(cls, frame_spec: FrameSpec = FRAMES_ONLY) -> ModelSetup:
@@ -80,7 +81,10 @@ class ModelSetup:
 
     @property
     def policy_text(self) -> str:
-        return self.engine.policy_text if self.engine is not None else "none"
+        """What runs now: ``staggered:4``, or ``auto: staggered:4`` while --policy auto chooses."""
+        if self.engine is None:
+            return "none"
+        return f"auto: {self.engine.policy_text}" if self.governor is not None else self.engine.policy_text
 
     @property
     def engine_kind(self) -> str | None:
@@ -115,7 +119,14 @@ def build_model_setup(choice: ModelChoice) -> ModelSetup:
 
     loaded = load(choice.name, choice.weights)
     spec = frame_spec_for(choice, loaded)
-    policy = choice.policy or (loaded.artifact.policy if loaded.artifact else "window")
+    default = loaded.artifact.policy if loaded.artifact else "window"
+    policy = choice.policy or default
+    auto = policy == "auto"
+    if auto:  # a stream-trained model runs persistent; the others start at the most accurate rung
+        from evapp.engine.auto_policy import RUNGS
+
+        T = loaded.cfg.T
+        policy = "persistent" if default == "persistent" else f"staggered:{next(k for k in RUNGS if T % k == 0)}"
     with as_input_error():
         if choice.engine == "onnx":
             from evapp.engine.onnx_engine import OnnxEngine
@@ -127,8 +138,19 @@ def build_model_setup(choice: ModelChoice) -> ModelSetup:
             opts = choice.torch
             engine = TorchEngine(loaded.model, device=choice.device, policy=policy, precision=opts.precision,
                                  compile=opts.compile, cuda_graph=opts.cuda_graph, frame_spec=spec)
+    governor = None
+    if auto and engine.policy == "staggered":
+        if engine.can_change_policy and not choice.torch.cuda_graph:
+            from evapp.engine.auto_policy import AutoPolicy
+
+            governor = AutoPolicy(engine)
+        else:
+            log.warning("--policy auto needs the torch engine without --cuda-graph to change K while streaming; "
+                        "running %s", default)
+            if default != engine.policy_text:
+                return build_model_setup(dataclasses.replace(choice, policy=default))
     return ModelSetup(choice.name, engine, decoder_for(choice.name, choice.decoder_overrides),
-                      tuple(loaded.cfg.class_names), spec)
+                      tuple(loaded.cfg.class_names), spec, governor)
 
 
 def frame_spec_for(choice: ModelChoice, loaded) -> FrameSpec:

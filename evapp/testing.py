@@ -79,10 +79,12 @@ def free_port() -> int:
 
 
 def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int = T0_US, batch: int = 5000,
-                 linger: float = 60.0) -> subprocess.Popen:
-    """This module as a subprocess (stdout piped, text); returns once it says "listening". Kill it when done."""
+                 linger: float = 60.0, first_after_s: float = 0.0) -> subprocess.Popen:
+    """This module as a subprocess (stdout piped, text); returns once it says "listening". Kill it when done.
+    ``first_after_s``: the client is connected this long before the first event is sent (a quiet camera)."""
     proc = subprocess.Popen([sys.executable, "-m", "evapp.testing", str(port), str(n_events), str(batch),
-                             str(seed), str(rate), str(t0), str(linger)], stdout=subprocess.PIPE, text=True)
+                             str(seed), str(rate), str(t0), str(linger), str(first_after_s)],
+                            stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     if line != "listening":
         proc.kill()
@@ -90,7 +92,8 @@ def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int
     return proc
 
 
-def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger: float = 60.0) -> None:
+def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger: float = 60.0,
+          first_after_s: float = 0.0) -> None:
     """Stream ``random_stream(n, 640, 480, seed, t0)`` to the first client, then leave the process (os._exit)."""
     import dv_processing as dv
 
@@ -106,6 +109,7 @@ def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger
         if time.monotonic() > deadline:
             os._exit(2)
         time.sleep(0.01)
+    time.sleep(first_after_s)
     start = time.monotonic()
     for i, store in enumerate(stores):
         if rate > 0:
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     port, n, batch, seed = (int(v) for v in args[0:4])
     rate, t0 = float(args[4]), int(args[5])
     linger = float(args[6]) if len(args) > 6 else 60.0
-    serve(port, n, batch, seed, rate, t0, linger)
+    first_after_s = float(args[7]) if len(args) > 7 else 0.0
+    serve(port, n, batch, seed, rate, t0, linger, first_after_s)
 
 
 if __name__ == "__main__":

@@ -244,3 +244,37 @@ def test_recording_is_finalised_when_interrupted(tmp_path, sig, headless):
                 proc.kill()
     assert live.returncode == 130, log_path.read_text()
     assert count_events(rec) == 30_000
+
+
+def test_duration_counts_from_the_first_event(tmp_path):
+    """--duration S: S seconds of stream after the first event arrives (a camera that is quiet at first does not
+    eat the time), then the command ends, long before this 6 s stream would."""
+    port = free_port()
+    server = start_server(port, 600_000, seed=5, rate=100_000, first_after_s=2.0)
+    live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--headless", "-N", "5000", "--duration", "1.5",
+                      stderr_path=tmp_path / "live.err")
+    try:
+        out, _ = live.communicate(timeout=60)
+    finally:
+        for proc in (server, live):
+            if proc.poll() is None:
+                proc.kill()
+    summary, _ = last_json(out)
+    assert live.returncode == 0
+    assert 75_000 <= summary["events_total"] < 450_000  # about 1.5 s of the 100 kev/s stream, not 0, not all
+
+
+def test_a_replay_as_fast_as_possible_reports_throughput_not_latency(tmp_path, capsys):
+    """--max-speed has no wall clock to be late against: its summary gives x real time and answers per second."""
+    from evapp.sources.aedat4 import write_aedat4
+    from evapp.testing import random_stream
+    from tests.conftest import DVX
+
+    path = tmp_path / "fast.aedat4"
+    events = random_stream(24_000, 640, 480, seed=6, rate_per_us=0.02)  # 1.2 s of 20 kev/s
+    write_aedat4(path, events, DVX)
+    assert main(["replay", str(path), "--headless", "--max-speed", "--model", "saformer-2-256", "--device", "cpu",
+                 "--policy", "persistent", "-N", "1000", "--region", "0,0,640,480"]) == 0
+    summary, lines = last_json(capsys.readouterr().out)
+    assert "latency_ms" not in summary and summary["predictions"] == 24
+    assert summary["throughput"]["x_real_time"] > 0 and summary["throughput"]["answers_per_s"] > 0

@@ -119,3 +119,31 @@ def test_engine_errors():
         with pytest.raises(RuntimeError, match="no CUDA"):
             TorchEngine(model, device="cuda")
         assert TorchEngine(model, device="auto").device.type == "cpu"
+
+
+def test_changing_K_keeps_the_rows_that_stay(batch_invariant_cpu):
+    """staggered:8 -> 4 -> 8 in the middle of a stream (what --policy auto does): between the changes the answers
+    are exactly those of an engine that ran staggered:4 all along; after going back up, the kept rows answer as
+    staggered:8 would, the new rows only once they have seen a whole window, and then all of them."""
+    torch.manual_seed(0)
+    model = create_model("saformer-2-256", T=8, embed_dims=[32], num_heads=[2], input_size=[32, 32])  # small: fast
+    calibrate_bn(model, synthetic_frames(8, 2, model.cfg.input_size, 100, seed=1))
+    frames = synthetic_frames(40, 1, model.cfg.input_size, 100, seed=2)[:, 0]
+    switching, four, eight = (TorchEngine(copy.deepcopy(model), device="cpu", policy=p)
+                              for p in ("staggered:8", "staggered:4", "staggered:8"))
+    got, want4, want8 = {}, {}, {}
+    for t in range(40):
+        if t in (13, 27):
+            switching.set_staggered(4 if t == 13 else 8)
+        for engine, out in ((switching, got), (four, want4), (eight, want8)):
+            for answer in engine.feed(frames[t]):
+                out[t] = answer.logits
+    assert switching.policy_text == "staggered:8" and switching.batch == 8
+    middle = [t for t in got if 13 <= t < 27]
+    assert middle == [t for t in want4 if 13 <= t < 27] and len(middle) == 7  # an answer every 2 frames
+    assert all(np.array_equal(got[t], want4[t]) for t in middle)
+    after = [t for t in got if t >= 27]
+    assert after == [27, 29, 31, 33, 34, 35, 36, 37, 38, 39]  # new rows answer once a window is whole
+    assert all(np.array_equal(got[t], want8[t]) for t in after)
+    with pytest.raises(ValueError, match="divide"):
+        switching.set_staggered(3)

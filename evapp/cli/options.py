@@ -152,8 +152,9 @@ def model_options(func=None, *, frames_only: bool = True):
         *([click.option("--no-model", is_flag=True, help="Run no model: only bin frames and show the events.")]
           if frames_only else []),
         click.option("--weights", type=click.Path(dir_okay=False), help="Weights (.safetensors) for --model."),
-        click.option("--policy", metavar="window|staggered:K|persistent",
-                     help="When state is reset and answers are given (default: the model's; see the README)."),
+        click.option("--policy", metavar="auto|window|staggered:K|persistent",
+                     help="When state is reset and answers are given (default: auto for live and the window, "
+                          "else the model's; see the README)."),
         device_option("Where the model runs."),
         click.option("--engine", "engine_kind", type=click.Choice(["torch", "onnx"]), default="torch",
                      show_default=True, help="Inference engine: PyTorch, or ONNX Runtime on the exported step."),

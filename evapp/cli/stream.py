@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 
         check_display()  # before the model is built: a missing display is said at once
     choice = with_frames(choice, events_per_frame, input_size)
+    if not headless and choice.policy is None:
+        choice = dataclasses.replace(choice, policy="auto")  # the window keeps up with the replay's clock
     setup = build_model_setup(choice)
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
@@ -108,7 +111,10 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         from evapp.gui.app import check_display
 
         check_display()
-    setup = build_model_setup(with_frames(choice, events_per_frame, input_size))
+    choice = with_frames(choice, events_per_frame, input_size)
+    if choice.policy is None:
+        choice = dataclasses.replace(choice, policy="auto")  # live: keep up with the camera on any machine
+    setup = build_model_setup(choice)
     source = open_live(camera)
     if noise_filter:
         source.store_filter = background_activity_filter(source.geometry, noise_filter_us)

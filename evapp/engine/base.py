@@ -85,6 +85,7 @@ class StreamingEngine:
         self.frame_spec = frame_spec
         self.frames_since_reset = 0
         self.frames_in_window = 0  # window policy: frames of the current window
+        self._row_frames = np.zeros(self.K, np.int64)  # staggered: frames each row has seen since its reset
 
     @property
     def policy_text(self) -> str:
@@ -124,6 +125,15 @@ class StreamingEngine:
     def _clear_spike_counts(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _remap_rows(self, rows: list[int | None]) -> None:
+        """Make the batch ``len(rows)`` rows: new row j takes the state of old row ``rows[j]``, or the reset state
+        where that is None. Backends that cannot re-batch while streaming keep this default."""
+        raise NotImplementedError(f"the {self.kind} engine cannot change its policy while streaming")
+
+    @property
+    def can_change_policy(self) -> bool:
+        return type(self)._remap_rows is not StreamingEngine._remap_rows
+
     # -- shared ---------------------------------------------------------------------------------------
     def _check_frame(self, frame):
         if tuple(frame.shape) != self.input_shape:
@@ -136,6 +146,24 @@ class StreamingEngine:
         self._clear_spike_counts()
         self.frames_since_reset = 0
         self.frames_in_window = 0
+        self._row_frames[:] = 0
+
+    def set_staggered(self, K: int) -> None:
+        """Switch ``staggered:K`` between two frames, keeping every row whose window schedule survives: row r of
+        staggered:K starts its windows at frames g = r * T/K (mod T), so going down keeps the rows that start
+        where the new rows do, and going up adds rows whose first window is still to come (a row answers only
+        after a whole window since its reset, so no answer comes from a partial one)."""
+        if self.policy != "staggered":
+            raise ValueError(f"only a staggered policy changes its K, not {self.policy_text}")
+        if K < 1 or self.T % K:
+            raise ValueError(f"staggered:{K} needs K to divide T={self.T}")
+        if K == self.K:
+            return
+        stride = self.T // K
+        rows = [(j * stride) // self.stride if (j * stride) % self.stride == 0 else None for j in range(K)]
+        self._remap_rows(rows)
+        self._row_frames = np.array([self._row_frames[r] if r is not None else 0 for r in rows], np.int64)
+        self.K, self.stride = K, stride
 
     def _answer(self, row: int, t0: float, frames: int) -> EngineAnswer:
         lg = np.asarray(self._logits(row), dtype=np.float32)
@@ -162,11 +190,15 @@ class StreamingEngine:
                 self.frames_in_window = 0
         elif self.policy == "staggered":
             if g % self.stride == 0:  # row (g / stride) mod K starts a new window with this frame
-                self._reset_rows((g // self.stride) % self.K)
+                row = (g // self.stride) % self.K
+                self._reset_rows(row)
+                self._row_frames[row] = 0
             self._step()
+            self._row_frames += 1
             done = g + 1
-            if done % self.stride == 0 and done >= self.T:
-                out.append(self._answer((done // self.stride) % self.K, t0, self.T))
+            row = (done // self.stride) % self.K
+            if done % self.stride == 0 and self._row_frames[row] >= self.T:
+                out.append(self._answer(row, t0, self.T))
         else:  # persistent
             self._step()
             out.append(self._answer(0, t0, g + 1))

@@ -23,6 +23,7 @@ float32). They are faster on a GPU and flip the odd near-threshold neuron, so a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
@@ -192,6 +193,21 @@ class TorchEngine(StreamingEngine):
         self._graph, self._out = graph, out
         set_state(self.model, self._state)
 
+    def _remap_rows(self, rows: list[int | None]) -> None:
+        if self._graph is not None or self.cuda_graph:
+            raise NotImplementedError("a captured CUDA graph has a fixed batch: choose a fixed policy with "
+                                      "--cuda-graph")
+        old = get_state(self.model)
+        specs = [dataclasses.replace(s, shape=(len(rows), *s.shape[1:])) for s in self._specs]  # batch-first
+        self._state = [
+            torch.stack([t[r] if r is not None else torch.full(s.shape[1:], s.fill, dtype=s.dtype, device=self.device)
+                         for r in rows])
+            for t, s in zip(old, specs, strict=True)
+        ]
+        self._specs = specs
+        self._x = torch.zeros(len(rows), *self.input_shape, device=self.device)
+        set_state(self.model, self._state)
+
     def _logits(self, row: int) -> np.ndarray:
         return self._out[row].float().cpu().numpy()  # syncs the device
 
@@ -216,3 +232,7 @@ class TorchEngine(StreamingEngine):
     @torch.inference_mode()
     def reset(self) -> None:
         super().reset()
+
+    @torch.inference_mode()
+    def set_staggered(self, K: int) -> None:
+        super().set_staggered(K)

@@ -91,20 +91,17 @@ def run_window(pipeline, choice, title: str, stop: list, recorder_factory=None, 
 
     # Qt's event loop does not return to Python on its own: this timer lets the signal handlers run, and
     # closes the window from the loop once a stop was requested.
+    from evapp.sinks.jsonl import past_duration
+
     def poll_stop():
-        if stop:
+        if stop or past_duration(pipeline, quit_after_s):
+            if screenshot:
+                window.save_screenshot(screenshot)
             window.close()
 
     wake = QTimer()
     wake.timeout.connect(poll_stop)
     wake.start(200)
-    if quit_after_s is not None:
-        def finish():
-            if screenshot:
-                window.save_screenshot(screenshot)
-            window.close()
-
-        QTimer.singleShot(int(quit_after_s * 1000), finish)
     try:
         code = app.exec()
     finally:

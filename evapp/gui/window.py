@@ -39,7 +39,7 @@ from evapp.pipeline.queues import LatestEvents
 log = logging.getLogger(__name__)
 
 SPEEDS = (("0.25x", 0.25), ("0.5x", 0.5), ("1x", 1.0), ("2x", 2.0), ("4x", 4.0), ("max", None))
-POLICIES = ("window", "staggered:4", "persistent")
+POLICIES = ("auto", "window", "staggered:4", "persistent")
 SEEK_STEP_S = 5.0
 
 
@@ -103,6 +103,10 @@ class MainWindow(QMainWindow):
         self.timer.start(33)
         pipeline.start()
 
+    def _asked_policy(self, setup) -> str:
+        """What the policy box offers for ``setup``: ``auto`` while auto chooses, else the policy running."""
+        return "auto" if setup.governor is not None else self.policy
+
     @staticmethod
     def _policy_of(setup, asked: str | None) -> str:
         """The policy the engine really runs (an artifact may choose it when none was asked for)."""
@@ -158,7 +162,7 @@ class MainWindow(QMainWindow):
         self.policy_box = QComboBox()
         self.policy_box.setEditable(True)  # staggered:K with any K
         self.policy_box.addItems(POLICIES)
-        self.policy_box.setCurrentText(self.policy)
+        self.policy_box.setCurrentText(self._asked_policy(self.pipeline.model))
         self.engine_box = QComboBox()
         self.engine_box.addItems(["torch", "onnx"])  # PyTorch, or ONNX Runtime on the exported step
         self.engine_box.setCurrentText(self.engine_kind)
@@ -280,7 +284,7 @@ class MainWindow(QMainWindow):
             return
         self.model_name, self.policy, self.device = model_name, self._policy_of(result, policy), device
         self.engine_kind = result.engine_kind or engine_kind
-        self.policy_box.setCurrentText(self.policy)
+        self.policy_box.setCurrentText(self._asked_policy(result))
         self.n_box.setValue(result.frame_spec.events_per_frame)
         self.bars.set_names(result.class_names)
         self.last_prediction = None
@@ -373,6 +377,8 @@ class MainWindow(QMainWindow):
         parts.append("ms/step n/a" if s["step_ms"] is None else f"{s['step_ms']:.1f} ms/step")
         parts.append("latency n/a" if s["latency_ms"] is None else f"latency {s['latency_ms']:.0f} ms")
         parts.append(f"dropped {s['dropped_frames']}")
+        if self.pipeline.model.engine is not None:  # --policy auto changes it while running
+            self.policy = self.pipeline.model.policy_text
         parts.append(f"model {self.model_name or 'none'} ({self.engine_kind}, {self.policy}, {self.device})")
         if self.recorder is not None:
             parts.append(f"REC {self.recorder.events:,} events")

@@ -13,12 +13,10 @@ by mode:
   so what is shown stays close to now and latency stays bounded;
 - replay: the reader blocks instead, so a replay never drops a frame; it just runs slower than asked.
 
-Each frame remembers the wall time at which the batch holding its last event reached the pipeline; a
-prediction's end-to-end latency is the wall time from then until the consumer has emitted (printed, shown) it.
-
-Control travels with the frames: a reset or a new model is a marker in the frame queue, applied by the inference
-thread between two frames; a new frame spec (model, N or region) is applied by the reader thread before its
-next batch, and frames of the binner it replaced are dropped as stale.
+A prediction's end-to-end latency runs from the arrival of the batch holding its frame's last event until the
+consumer has emitted (printed, shown) it. Control travels with the frames: a reset or a new model is a marker
+in the frame queue; a new frame spec is applied by the reader before its next batch, and frames of the binner
+it replaced are dropped as stale.
 """
 
 from __future__ import annotations
@@ -37,16 +35,12 @@ from evapp.binning import FrameSpec, Region
 from evapp.decoder import IDLE, MotionRate
 from evapp.errors import InputError
 from evapp.model_setup import ModelSetup
-from evapp.pipeline.queues import FrameItem, FrameQueue, Marker, StreamRate
+from evapp.pipeline.queues import FrameItem, FrameQueue, Marker, StreamRate, percentile
 from evapp.pipeline.records import FrameRecord, Label, Prediction, Record, Summary
 from evapp.sources import EventSource
 from evapp.sources.replay import ReplayClock, ReplayOptions
 
 log = logging.getLogger(__name__)
-
-
-def percentile(values, q: float) -> float | None:
-    return None if len(values) == 0 else float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 class Pipeline:
@@ -80,6 +74,10 @@ class Pipeline:
         self._live_paused = False
         self._live_position_us = 0
         self.predictions = 0
+        self._dropped_seen = 0
+        self.first_batch_at: float | None = None  # perf_counter when the stream's first batch arrived
+        self._last_batch_at: float | None = None
+        self._first_position_us = 0
         self._motion = MotionRate()
         self._batch_watchers: list[Callable[[np.ndarray], None]] = []
         self._taps: list = []
@@ -93,6 +91,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._release_threads: Callable[[], None] | None = None
         self._done = False
+        self._done_at: float | None = None
         # Statistics for the status line and the summary.
         self.event_rate = StreamRate()
         self.frame_rate = StreamRate()
@@ -142,6 +141,7 @@ class Pipeline:
             return None
         if isinstance(item, Marker):
             self._done = True
+            self._done_at = time.perf_counter()
             if item.kind == "error":
                 raise item.payload
             return None
@@ -338,6 +338,9 @@ class Pipeline:
             yield batch, self._live_position_us
 
     def _read_one(self, batch: np.ndarray, received_at: float, recording_us: int) -> None:
+        if self.first_batch_at is None:
+            self.first_batch_at, self._first_position_us = received_at, int(batch["timestamp"][0])
+        self._last_batch_at = received_at
         self.event_rate.add(batch.shape[0], int(batch["timestamp"][-1]), received_at)
         for watcher in self._batch_watchers:
             watcher(batch)
@@ -392,7 +395,13 @@ class Pipeline:
             self._emit(FrameRecord(item.t_end_us, item.spec.events_per_frame, item.received_at, item.recording_us))
         if self.engine is None:
             return
-        for answer in self.engine.feed(item.counts):
+        started = time.perf_counter()
+        answers = self.engine.feed(item.counts)
+        if self.model.governor is not None:  # --policy auto: K for the next frame
+            dropped, self._dropped_seen = self.frame_queue.dropped > self._dropped_seen, self.frame_queue.dropped
+            self.model.governor.observe((time.perf_counter() - started) * 1e3, self.frame_rate.rate(),
+                                        item.t_end_us, dropped)
+        for answer in answers:
             self.recent_step_ms.append(answer.step_ms)
             self._emit(self._prediction(item, answer))
 
@@ -414,12 +423,26 @@ class Pipeline:
         return Prediction(item.t_end_us, self._label(answer.class_id, answer.confidence),
                           tuple(float(p) for p in answer.probs), answer.step_ms, answer.spike_rate,
                           self._label(decision.class_id, decision.confidence), item.frames_per_s,
-                          item.received_at, item.recording_us)
+                          item.received_at, item.recording_us,
+                          policy=self.engine.policy_text if self.model.governor is not None else None)
 
     def summary(self, **live: int | str | None) -> Summary:
         """The stream's accounting; ``live`` adds reconnects and the recording's events and path."""
         b = self.binner
+        governor = self.model.governor
+        changes = None if governor is None else [c.to_json() for c in governor.changes]
+        # As fast as possible there is nothing to be late against: throughput instead of latency.
+        fastest = self.clock is not None and self.clock.speed is None
+        latency = (None, None) if fastest else (percentile(self.latencies_ms, 50), percentile(self.latencies_ms, 99))
         return Summary(b.events_in, b.frames_out, b.leftover, b.events_outside, b.events_thinned,
                        str(b.mapping.region), (b.mapping.height, b.mapping.width), self.predictions,
-                       self.frame_queue.dropped, percentile(self.latencies_ms, 50),
-                       percentile(self.latencies_ms, 99), **live)
+                       self.frame_queue.dropped, *latency, policy_changes=changes,
+                       throughput=self._throughput() if fastest else None, **live)
+
+    def _throughput(self) -> dict:
+        """Recording seconds per wall second and answers per wall second, first batch to last record."""
+        if self.first_batch_at is None:
+            return {"x_real_time": None, "answers_per_s": None}
+        wall = max((self._done_at or time.perf_counter()) - self.first_batch_at, 1e-9)
+        stream_s = max(self.position_us - self._first_position_us, 0) / 1e6
+        return {"x_real_time": round(stream_s / wall, 3), "answers_per_s": round(self.predictions / wall, 2)}

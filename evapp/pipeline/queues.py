@@ -24,6 +24,10 @@ class FrameItem:
     spec: FrameSpec  # the spec it was made with
 
 
+def percentile(values, q: float) -> float | None:
+    return None if len(values) == 0 else float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
 class Marker:
     """A queue item that is not a frame: never dropped, processed in order with the frames."""
 

@@ -53,13 +53,17 @@ class Prediction:
     frames_per_s: float
     received_at: float = field(default=0.0, compare=False)
     recording_us: int = field(default=0, compare=False)
+    policy: str | None = None  # the policy that answered, under --policy auto
 
     def to_json(self) -> dict:
-        return {"type": "prediction", "t_us": self.t_us, "class_id": self.answer.class_id,
+        out = {"type": "prediction", "t_us": self.t_us, "class_id": self.answer.class_id,
                 "class_name": self.answer.class_name, "confidence": round(self.answer.confidence, 5),
                 "probs": [round(p, 5) for p in self.probs], "step_ms": round(self.step_ms, 3),
                 "spike_rate": _round(self.spike_rate, 5), "decision": self.decision.to_json(),
                 "frames_per_s": self.frames_per_s}
+        if self.policy is not None:
+            out["policy"] = self.policy
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,17 @@ class Summary:
     reconnects: int | None = None  # live sources only
     recorded_events: int | None = None  # with a recording
     recording: str | None = None
+    policy_changes: list | None = None  # under --policy auto: [{"t_us", "policy"}, ...]
+    throughput: dict | None = None  # a replay as fast as possible: x real time and answers per second
 
     def to_json(self) -> dict:
         out = {"type": "summary", "events_total": self.events_total, "frames": self.frames,
                "leftover_events": self.leftover_events, "events_outside_region": self.events_outside_region,
                "events_thinned": self.events_thinned, "region": self.region, "input_size": list(self.input_size),
-               "predictions": self.predictions, "dropped_frames": self.dropped_frames,
-               "latency_ms": {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}}
-        for key in ("reconnects", "recorded_events", "recording"):
+               "predictions": self.predictions, "dropped_frames": self.dropped_frames}
+        if self.throughput is None:
+            out["latency_ms"] = {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}
+        for key in ("throughput", "reconnects", "recorded_events", "recording", "policy_changes"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out

@@ -16,18 +16,23 @@ def print_json(record: dict) -> None:
     sys.stdout.flush()
 
 
+def past_duration(pipeline: Pipeline, duration_s: float | None) -> bool:
+    """``--duration S``: S seconds have passed since the stream's first event arrived (start-up excluded)."""
+    first = pipeline.first_batch_at
+    return duration_s is not None and first is not None and time.perf_counter() - first >= duration_s
+
+
 def run_headless(pipeline: Pipeline, duration_s: float | None = None, stop: list | None = None) -> None:
     """Print the pipeline's records as JSON lines until the stream ends, ``duration_s`` has passed or a stop
     is requested (``stop`` non-empty: see evapp.interrupts); a replay shows its progress on a terminal."""
     from evapp.pipeline import Prediction
     from evapp.sinks.progress import ReplayProgress
 
-    deadline = None if duration_s is None else time.monotonic() + duration_s
     stop = [] if stop is None else stop
     progress = ReplayProgress(pipeline)
     pipeline.start()
     try:
-        while not pipeline.finished and not stop and (deadline is None or time.monotonic() < deadline):
+        while not pipeline.finished and not stop and not past_duration(pipeline, duration_s):
             progress.update()
             record = pipeline.wait_output(0.1)
             if record is None:
