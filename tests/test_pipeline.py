@@ -213,3 +213,40 @@ def test_a_long_replay_shows_its_progress(recording, capsys):
     quiet = Pipeline(open_source(recording))
     assert ReplayProgress(quiet, enabled=False).bar is None  # not a terminal: silent
     quiet.close()
+
+
+def test_the_rate_cap_thins_evenly_and_counts(recording):
+    """Where frames may drop, a cap before binning keeps the stream's work bounded: a fixed events/s cap keeps that
+    share of every batch, spread evenly, and the summary accounts for every event."""
+    from evapp.pipeline.rate_cap import RateCap
+
+    cap = RateCap(max_rate=1000.0)
+    kept = cap.apply(np.arange(10_000), cap.keep_fraction(4000.0, None, False))
+    assert cap.kept == 0.25 and kept.shape[0] == 2500 and cap.dropped == 7500
+    assert set(np.diff(kept).tolist()) == {4}  # every fourth event, not the first quarter
+    assert RateCap(0).keep_fraction(1e9, None, True) == 1.0  # off
+
+    pipeline = Pipeline(open_source(recording), replay=ReplayOptions(speed=None), drop_late_frames=True,
+                        max_rate=10_000.0)
+    try:
+        for _ in pipeline.records():
+            pass
+    finally:
+        pipeline.close()
+    s = pipeline.summary()
+    assert s.events_total == 200_000 and s.events_over_rate_cap > 100_000  # a 50 kev/s recording capped at 10 kev/s
+    assert s.frames * 5000 + s.leftover_events + s.events_outside_region + s.events_over_rate_cap == 200_000
+    assert json.loads(json.dumps(s.to_json()))["events_over_rate_cap"] == s.events_over_rate_cap
+
+
+def test_the_automatic_cap_follows_the_models_capacity():
+    from evapp.binning import FrameSpec
+    from evapp.pipeline.rate_cap import RateCap
+
+    binner = FrameSpec((128, 128), 1000).binner(SensorGeometry(128, 128, "DVS128"))
+    binner.push(random_stream(10_000, 128, 128, seed=1))
+    cap = RateCap(None)
+    assert cap.keep_fraction(1e6, binner, True) == 1.0  # nothing measured yet
+    cap.note_feed(40.0, 4)  # 10 ms per row: 90 frames/s at 90 % load
+    assert cap.keep_fraction(50_000, binner, True) == 1.0  # 50 frames/s: room
+    assert cap.keep_fraction(450_000, binner, True) == pytest.approx(0.2)  # 450 frames/s: keep a fifth

@@ -41,8 +41,10 @@ frames_option = click.option("--frames", "with_frames_lines", is_flag=True,
 @model_options
 @frames_option
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
+@click.option("--max-rate", type=click.FloatRange(min=0), metavar="EV/S",
+              help="In the window: cap the event rate before binning (default: what the model can take; 0: off).")
 def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, choice, with_frames_lines,
-           headless) -> None:
+           headless, max_rate) -> None:
     """Replay a recording (.aedat4, .aedat, .npy, .raw, .dat) or a tcp://HOST:PORT stream."""
     from evapp.interrupts import stop_requests
     from evapp.model_setup import build_model_setup
@@ -63,7 +65,7 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
     # The window keeps a replay open at its end, so that a seek (or loop) can continue it, and keeps the replay's
     # clock: the model answers the frames it can take, as live (a headless replay never drops a frame).
     pipeline = Pipeline(source, setup, region=region, replay=options, hold_at_end=not headless,
-                        with_frames=with_frames_lines, drop_late_frames=not headless)
+                        with_frames=with_frames_lines, drop_late_frames=not headless, max_rate=max_rate)
     log.info("replaying %s from %s", source.geometry, file)
     with stop_requests() as stop:
         try:
@@ -94,9 +96,13 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 @region_option("Sensor region mapped onto the input.")
 @model_options
 @frames_option
-@click.option("--duration", "duration_s", type=click.FloatRange(min=0), help="Stop after this many seconds.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0),
+              help="Stop this many seconds after the first event arrives.")
+@click.option("--max-rate", type=click.FloatRange(min=0), metavar="EV/S",
+              help="Cap the event rate before binning; the excess is thinned evenly and counted (default: what the "
+                   "model can take, measured while running; 0: off).")
 def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
-         choice, with_frames_lines, duration_s) -> None:
+         choice, with_frames_lines, duration_s, max_rate) -> None:
     """Recognise gestures live from a camera or a tcp://HOST:PORT stream; reconnects when it drops."""
     from evapp.interrupts import stop_requests
     from evapp.model_setup import build_model_setup
@@ -120,7 +126,7 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         source.store_filter = background_activity_filter(source.geometry, noise_filter_us)
     recorder = None
     try:
-        pipeline = Pipeline(source, setup, region=region, with_frames=with_frames_lines)
+        pipeline = Pipeline(source, setup, region=region, with_frames=with_frames_lines, max_rate=max_rate)
         if record_path:
             recorder = AedatRecorder(record_path, source.geometry, force=force)
             pipeline.add_tap(recorder)

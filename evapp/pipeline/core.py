@@ -36,7 +36,8 @@ from evapp.decoder import IDLE, MotionRate
 from evapp.errors import InputError
 from evapp.model_setup import ModelSetup
 from evapp.pipeline.queues import FrameItem, FrameQueue, Marker, StreamRate, percentile
-from evapp.pipeline.records import FrameRecord, Label, Prediction, Record, Summary
+from evapp.pipeline.rate_cap import RateCap
+from evapp.pipeline.records import FrameRecord, Label, Prediction, Record, Summary, summary_of
 from evapp.sources import EventSource
 from evapp.sources.replay import ReplayClock, ReplayOptions
 
@@ -56,7 +57,7 @@ class Pipeline:
 
     def __init__(self, source: EventSource, model: ModelSetup | None = None, *, region: Region | None = None,
                  replay: ReplayOptions | None = None, hold_at_end: bool = False, with_frames: bool = True,
-                 drop_late_frames: bool | None = None):
+                 drop_late_frames: bool | None = None, max_rate: float | None = None):
         self.source = source
         self.is_live = source.is_live
         self.model = model or ModelSetup.frames_only()  # the inference thread's current model
@@ -77,7 +78,7 @@ class Pipeline:
         self._dropped_seen = 0
         self.first_batch_at: float | None = None  # perf_counter when the stream's first batch arrived
         self._last_batch_at: float | None = None
-        self._first_position_us = 0
+        self.first_position_us = 0
         self._motion = MotionRate()
         self._batch_watchers: list[Callable[[np.ndarray], None]] = []
         self._taps: list = []
@@ -86,12 +87,15 @@ class Pipeline:
         # when the model falls behind; a headless replay never drops a frame and runs slower instead.
         drop = self.is_live if drop_late_frames is None else drop_late_frames
         self.frame_queue = FrameQueue(self.LIVE_QUEUE_FRAMES if drop else self.REPLAY_QUEUE_FRAMES, drop_oldest=drop)
+        # Where frames may drop, an event-rate cap before binning bounds the work (None: from the measured
+        # capacity, 0: off, else events/s); the excess is thinned uniformly and counted.
+        self.rate_cap = RateCap(max_rate if drop else 0)
         self.output_queue: queue.Queue = queue.Queue(maxsize=512)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._release_threads: Callable[[], None] | None = None
         self._done = False
-        self._done_at: float | None = None
+        self.done_at: float | None = None
         # Statistics for the status line and the summary.
         self.event_rate = StreamRate()
         self.frame_rate = StreamRate()
@@ -141,7 +145,7 @@ class Pipeline:
             return None
         if isinstance(item, Marker):
             self._done = True
-            self._done_at = time.perf_counter()
+            self.done_at = time.perf_counter()
             if item.kind == "error":
                 raise item.payload
             return None
@@ -339,11 +343,14 @@ class Pipeline:
 
     def _read_one(self, batch: np.ndarray, received_at: float, recording_us: int) -> None:
         if self.first_batch_at is None:
-            self.first_batch_at, self._first_position_us = received_at, int(batch["timestamp"][0])
+            self.first_batch_at, self.first_position_us = received_at, int(batch["timestamp"][0])
         self._last_batch_at = received_at
         self.event_rate.add(batch.shape[0], int(batch["timestamp"][-1]), received_at)
         for watcher in self._batch_watchers:
             watcher(batch)
+        cap = self.rate_cap
+        if cap.active:
+            batch = cap.apply(batch, cap.keep_fraction(self.event_rate.rate(), self.binner, self.engine is not None))
         if self.is_live and self._live_paused:
             return  # live and paused: keep reading (and recording), show and infer nothing
         done = self.binner.push(batch)
@@ -397,6 +404,7 @@ class Pipeline:
             return
         started = time.perf_counter()
         answers = self.engine.feed(item.counts)
+        self.rate_cap.note_feed((time.perf_counter() - started) * 1e3, self.engine.batch)
         if self.model.governor is not None:  # --policy auto: K for the next frame
             dropped, self._dropped_seen = self.frame_queue.dropped > self._dropped_seen, self.frame_queue.dropped
             self.model.governor.observe((time.perf_counter() - started) * 1e3, self.frame_rate.rate(),
@@ -428,21 +436,4 @@ class Pipeline:
 
     def summary(self, **live: int | str | None) -> Summary:
         """The stream's accounting; ``live`` adds reconnects and the recording's events and path."""
-        b = self.binner
-        governor = self.model.governor
-        changes = None if governor is None else [c.to_json() for c in governor.changes]
-        # As fast as possible there is nothing to be late against: throughput instead of latency.
-        fastest = self.clock is not None and self.clock.speed is None
-        latency = (None, None) if fastest else (percentile(self.latencies_ms, 50), percentile(self.latencies_ms, 99))
-        return Summary(b.events_in, b.frames_out, b.leftover, b.events_outside, b.events_thinned,
-                       str(b.mapping.region), (b.mapping.height, b.mapping.width), self.predictions,
-                       self.frame_queue.dropped, *latency, policy_changes=changes,
-                       throughput=self._throughput() if fastest else None, **live)
-
-    def _throughput(self) -> dict:
-        """Recording seconds per wall second and answers per wall second, first batch to last record."""
-        if self.first_batch_at is None:
-            return {"x_real_time": None, "answers_per_s": None}
-        wall = max((self._done_at or time.perf_counter()) - self.first_batch_at, 1e-9)
-        stream_s = max(self.position_us - self._first_position_us, 0) / 1e6
-        return {"x_real_time": round(stream_s / wall, 3), "answers_per_s": round(self.predictions / wall, 2)}
+        return summary_of(self, **live)

@@ -68,7 +68,8 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Summary:
-    """The stream's accounting at the end: every event is in exactly one of frames, leftover, outside, thinned."""
+    """The stream's accounting at the end: every event is in exactly one of frames, leftover, outside, thinned
+    (to the training density) and, live, over the rate cap."""
 
     events_total: int
     frames: int
@@ -86,6 +87,7 @@ class Summary:
     recording: str | None = None
     policy_changes: list | None = None  # under --policy auto: [{"t_us", "policy"}, ...]
     throughput: dict | None = None  # a replay as fast as possible: x real time and answers per second
+    events_over_rate_cap: int | None = None  # where frames may drop: events thinned away by the rate cap
 
     def to_json(self) -> dict:
         out = {"type": "summary", "events_total": self.events_total, "frames": self.frames,
@@ -94,10 +96,40 @@ class Summary:
                "predictions": self.predictions, "dropped_frames": self.dropped_frames}
         if self.throughput is None:
             out["latency_ms"] = {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}
-        for key in ("throughput", "reconnects", "recorded_events", "recording", "policy_changes"):
+        for key in ("events_over_rate_cap", "throughput", "reconnects", "recorded_events", "recording",
+                    "policy_changes"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
 
 
 Record = FrameRecord | Prediction
+
+
+def summary_of(pipeline, **live) -> Summary:
+    """``pipeline``'s accounting at the end. As fast as possible there is nothing to be late against: a replay at
+    --max-speed reports throughput instead of latency."""
+    from evapp.pipeline.queues import percentile
+
+    b, cap, governor = pipeline.binner, pipeline.rate_cap, pipeline.model.governor
+    fastest = pipeline.clock is not None and pipeline.clock.speed is None
+    latency = (None, None) if fastest else (percentile(pipeline.latencies_ms, 50),
+                                            percentile(pipeline.latencies_ms, 99))
+    return Summary(b.events_in + cap.dropped, b.frames_out, b.leftover, b.events_outside, b.events_thinned,
+                   str(b.mapping.region), (b.mapping.height, b.mapping.width), pipeline.predictions,
+                   pipeline.frame_queue.dropped, *latency,
+                   policy_changes=None if governor is None else [c.to_json() for c in governor.changes],
+                   throughput=throughput_of(pipeline) if fastest else None,
+                   events_over_rate_cap=cap.dropped if cap.active else None, **live)
+
+
+def throughput_of(pipeline) -> dict:
+    """Recording seconds per wall second and answers per wall second, from the first batch to the end."""
+    start = pipeline.first_batch_at
+    if start is None:
+        return {"x_real_time": None, "answers_per_s": None}
+    import time
+
+    wall = max((pipeline.done_at or time.perf_counter()) - start, 1e-9)
+    stream_s = max(pipeline.position_us - pipeline.first_position_us, 0) / 1e6
+    return {"x_real_time": round(stream_s / wall, 3), "answers_per_s": round(pipeline.predictions / wall, 2)}
