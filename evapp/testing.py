@@ -12,7 +12,9 @@ with a client connected hangs forever, reference/event-io.md section 1.6). A res
 T0_US continues the clock, as a camera coming back would.
 
 ``evapp bench live max-rate`` streams from it, and the live tests use it as their camera; ``start_server``
-starts it as a subprocess and returns once it listens.
+starts it as a subprocess and returns once it listens. ``python -m evapp.testing recording PORT FILE SPEED
+LINGER_S`` (``start_recording_server``) serves a recording instead, at SPEED times its event rate
+(``evapp bench live served``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -122,8 +125,57 @@ def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger
     os._exit(0)  # never destroy the NetworkWriter: with a client connected that hangs
 
 
+def start_recording_server(port: int, path: str | Path, speed: float = 1.0, linger: float = 30.0) -> subprocess.Popen:
+    """A stand-in camera replaying ``path`` (an .aedat4) in real time at ``speed`` times its event rate (its clock
+    compressed by ``speed``); returns once it listens. Kill it when done."""
+    proc = subprocess.Popen([sys.executable, "-m", "evapp.testing", "recording", str(port), str(path), str(speed),
+                             str(linger)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if line != "listening":
+        proc.kill()
+        raise RuntimeError(f"the recording server on port {port} did not start (it said {line!r})")
+    return proc
+
+
+def serve_recording(port: int, path: str, speed: float, linger: float) -> None:
+    """Stream the recording to the first client, paced by its own clock divided by ``speed``, then leave."""
+    import dv_processing as dv
+
+    from evapp.sources import open_source
+    from evapp.sources.aedat4 import to_event_store
+
+    source = open_source(path)
+    stores, due = [], []
+    for batch in source.batches():  # rebased: the first event at 0
+        batch = batch.copy()
+        batch["timestamp"] = T0_US + batch["timestamp"] // speed
+        stores.append(to_event_store(batch))
+        due.append((int(batch["timestamp"][-1]) - T0_US) / 1e6)
+    g = source.geometry
+    stream = dv.io.Stream.EventStream(0, "events", g.name, (g.width, g.height))
+    server = dv.io.NetworkWriter("127.0.0.1", port, stream)
+    print("listening", flush=True)
+    deadline = time.monotonic() + 60
+    while server.getClientCount() == 0:
+        if time.monotonic() > deadline:
+            os._exit(2)
+        time.sleep(0.01)
+    start = time.monotonic()
+    for store, at in zip(stores, due, strict=True):
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        server.writeEvents(store)
+    print("sent", flush=True)
+    time.sleep(linger)
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "recording":
+        serve_recording(int(args[1]), args[2], float(args[3]), float(args[4]))
+        return
     port, n, batch, seed = (int(v) for v in args[0:4])
     rate, t0 = float(args[4]), int(args[5])
     linger = float(args[6]) if len(args) > 6 else 60.0

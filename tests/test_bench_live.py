@@ -39,3 +39,23 @@ def test_bench_live_rejects_unknown_model_and_bad_rates(capsys):
     assert "There is no model named 'nope'" in capsys.readouterr().err
     assert main(["bench", "live", "max-rate", "--model", "saformer-2-256", "--rates", "fast"]) == 2
     assert "--rates 'fast'" in capsys.readouterr().err
+
+
+def test_bench_live_served_streams_a_labelled_recording_at_a_multiple_of_its_rate(tmp_path):
+    """A labelled recording served over tcp:// at twice its event rate into the live pipeline: every event
+    reaches it, the labels are compared on the served (compressed) clock, and the row says what it measured."""
+    from evapp.bench.live import measure_served
+    from evapp.events import LabelInterval, SensorGeometry
+    from evapp.sources.aedat3 import write_labels_csv
+    from evapp.sources.aedat4 import write_aedat4
+    from evapp.testing import T0_US, random_stream
+
+    path = tmp_path / "take.aedat4"
+    events = random_stream(120_000, 128, 128, seed=4, t0=T0_US, rate_per_us=0.04)  # 3 s at 40 kev/s
+    write_aedat4(path, events, SensorGeometry(128, 128, "DVS128"))
+    write_labels_csv(path.with_name("take_labels.csv"), [LabelInterval(2, 500_000, 2_500_000)], t0_us=T0_US)
+    row = measure_served("saformer-2-256", 2.0, "persistent", path=path)
+    assert row["events"] == 120_000 and row["frames"] == 120_000 // 20_000  # the zoo config's N
+    assert row["policy"] == "persistent" and row["answers"] + row["dropped_frames"] <= row["frames"]
+    assert row["accuracy"] is not None and 0.0 <= row["accuracy"] <= 1.0
+    assert row["events_over_rate_cap"] is not None  # counted, live

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -133,6 +134,98 @@ def max_rate(model: str, rates: Sequence[float], seconds: float,
             "dropped_at_first_rate_with_drops": first_drop and first_drop["dropped_frames"],
             "frames_at_first_rate_with_drops": first_drop and first_drop["frames"],
             "seconds": seconds, "steps": steps}
+
+
+def measure_served(model: str | None, factor: float, policy: str | None = "auto", port: int | None = None,
+                   path: str | Path | None = None) -> dict:
+    """The demo (or ``path``) served live over tcp:// at ``factor`` times its event rate into the live pipeline
+    (the command line's defaults: --policy auto, the rate cap from the measured capacity): latency, answers per
+    second, dropped frames and events, the longest gap between answers inside a gesture, and how often the label
+    shown is right (sampled every 20 ms inside the labelled gestures, their times divided by ``factor``)."""
+    from evapp.evaluate import shown_at
+    from evapp.events import labels_at
+    from evapp.model_setup import ModelChoice, build_model_setup, resolve_model_name
+    from evapp.pipeline import Pipeline, Prediction
+    from evapp.sources import open_source
+    from evapp.sources.live import open_live
+    from evapp.testing import free_port, start_recording_server
+
+    from .suite import demo_recording
+
+    path = Path(path or demo_recording())
+    labels_source = open_source(path)
+    labels_source.info()  # reads the labels on the recording's own rebased clock
+    labels = [type(lab)(lab.class_id, int(lab.start_us / factor), int(lab.end_us / factor))
+              for lab in labels_source.labels]
+    labels_source.close()
+    name = model or resolve_model_name(None)
+    setup = build_model_setup(ModelChoice(name, policy=policy, device="cpu"))
+    port = port or free_port()
+    server = start_recording_server(port, path, factor)
+    answers: list[tuple[int, int]] = []
+    try:
+        source = open_live(f"tcp://127.0.0.1:{port}")
+        pipeline = Pipeline(source, setup, with_frames=False)
+        pipeline.start()
+        try:
+            sent = False
+            while not sent or pipeline.wait_output(0) is not None or pipeline.frame_queue.frames_waiting:
+                record = pipeline.wait_output(0.05)
+                if isinstance(record, Prediction):
+                    pipeline.report_shown(record)
+                    answers.append((record.t_us, record.decision.class_id))
+                if not sent and server.poll() is None and _said(server, "sent"):
+                    sent = True
+                    deadline = time.monotonic() + 1.0
+                if sent and time.monotonic() > deadline:
+                    break
+        finally:
+            pipeline.close()
+    finally:
+        server.kill()
+        server.wait()
+    summary = pipeline.summary()
+    t = np.asarray([a for a, _ in answers], np.int64)
+    shown_cls = np.asarray([c for _, c in answers], np.int64)
+    grid = np.arange(0, max((lab.end_us for lab in labels), default=0), 20_000)
+    truth = labels_at(grid, labels)
+    inside = truth >= 0
+    accuracy = float((shown_at(grid, t, shown_cls)[inside] == truth[inside]).mean()) if inside.any() else None
+    gaps = [np.diff(np.concatenate([[lab.start_us], t[(t >= lab.start_us) & (t < lab.end_us)], [lab.end_us]]))
+            for lab in labels]
+    lat = np.asarray(pipeline.latencies_ms)
+    return {"model": name, "factor": factor, "policy": setup.policy_text,  # served in real time: stream = wall
+            "answers": int(t.size),
+            "answers_per_s": round(t.size / max((t[-1] - t[0]) / 1e6, 1e-9), 2) if t.size > 1 else None,
+            "accuracy": None if accuracy is None else round(accuracy, 4),
+            "latency_median_ms": round(float(np.median(lat)), 1) if lat.size else None,
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+            "max_gap_in_gesture_ms": round(float(max(g.max() for g in gaps)) / 1e3) if gaps else None,
+            "dropped_frames": summary.dropped_frames, "frames": summary.frames,
+            "events": summary.events_total, "events_over_rate_cap": summary.events_over_rate_cap,
+            "policy_changes": summary.policy_changes}
+
+
+def _said(proc, text: str) -> bool:
+    """Whether the server has printed ``text`` (without blocking)."""
+    import select
+
+    while select.select([proc.stdout], [], [], 0)[0]:
+        line = proc.stdout.readline()
+        if not line:
+            return False
+        if line.strip() == text:
+            return True
+    return False
+
+
+def format_served(rows: list[dict]) -> str:
+    columns = [("model", "model", ""), ("factor", "x demo rate", "g"), ("policy", "policy", ""),
+               ("accuracy", "label right", ".3f"), ("latency_median_ms", "latency median ms", ".0f"),
+               ("latency_p99_ms", "latency p99 ms", ".0f"), ("max_gap_in_gesture_ms", "longest gap ms", ".0f"),
+               ("answers", "answers", "d"), ("dropped_frames", "dropped frames", "d"), ("frames", "of frames", "d"),
+               ("events_over_rate_cap", "events over cap", ",d"), ("events", "of events", ",d")]
+    return describe_machine() + "\n" + format_rows(rows, columns)
 
 
 def format_latency(rows: list[dict]) -> str:

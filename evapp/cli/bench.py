@@ -154,6 +154,35 @@ def bench_live_latency_cmd(models, seconds, window, policy, as_json) -> None:
         click.echo(format_latency(rows))
 
 
+@bench_live.command("served")
+@click.option("--model", "model_name", metavar="NAME", help="Model (default: the best shipped one).")
+@click.option("--factors", default="1,3,10", show_default=True, metavar="F[,F...]",
+              help="Serve the demo at these multiples of its event rate (its clock compressed by F).")
+@click.option("--policy", default="auto", show_default=True, metavar="auto|window|staggered:K|persistent")
+@json_option()
+def bench_live_served_cmd(model_name, factors, policy, as_json) -> None:
+    """The demo served live over tcp:// (a dv-processing NetworkWriter on 127.0.0.1) at 1x, 3x and 10x its event
+    rate into `evapp live`'s pipeline: how often the label shown is right, latency, gaps, drops."""
+    from evapp.bench.live import format_served, measure_served
+
+    try:
+        values = [float(f) for f in factors.split(",")]
+    except ValueError:
+        raise InputError(f"--factors '{factors}' is not a comma-separated list of numbers.") from None
+    if not values or min(values) <= 0:
+        raise InputError(f"--factors '{factors}' must list positive numbers.")
+    if policy != "auto":
+        parse_policy(policy)
+    rows = []
+    for factor in values:
+        rows.append(measure_served(model_name, factor, policy))
+        click.echo(json.dumps({k: v for k, v in rows[-1].items() if k != "policy_changes"}), err=True)
+    if as_json:
+        print_json({"machine": describe_machine(), "served": rows})
+    else:
+        click.echo(format_served(rows))
+
+
 @bench_live.command("max-rate")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Model (repeatable; default: saformer-2-256, sglformer-3-256, spikingresformer-dvsg).")
