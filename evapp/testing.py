@@ -98,14 +98,21 @@ def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int
 def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger: float = 60.0,
           first_after_s: float = 0.0) -> None:
     """Stream ``random_stream(n, 640, 480, seed, t0)`` to the first client, then leave the process (os._exit)."""
-    import dv_processing as dv
-
     from evapp.sources.aedat4 import to_event_store
 
     events = random_stream(n, 640, 480, seed=seed, t0=t0)
     stores = [to_event_store(events[s : s + batch]) for s in range(0, n, batch)]
-    stream = dv.io.Stream.EventStream(0, "events", "DVXplorer_DXA00000", (640, 480))
-    server = dv.io.NetworkWriter("127.0.0.1", port, stream)
+    due = [i * batch / rate if rate > 0 else 0.0 for i in range(len(stores))]
+    _serve(port, stores, due, "DVXplorer_DXA00000", (640, 480), linger, first_after_s)
+
+
+def _serve(port: int, stores: list, due_s: list[float], camera: str, size: tuple[int, int], linger: float,
+           first_after_s: float = 0.0) -> None:
+    """A NetworkWriter on 127.0.0.1:``port``: wait for a client, send each store at its due time (seconds after the
+    first), print "sent", linger, leave with os._exit (never destroy a NetworkWriter with a client connected)."""
+    import dv_processing as dv
+
+    server = dv.io.NetworkWriter("127.0.0.1", port, dv.io.Stream.EventStream(0, "events", camera, size))
     print("listening", flush=True)
     deadline = time.monotonic() + 60
     while server.getClientCount() == 0:
@@ -114,15 +121,14 @@ def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger
         time.sleep(0.01)
     time.sleep(first_after_s)
     start = time.monotonic()
-    for i, store in enumerate(stores):
-        if rate > 0:
-            delay = start + i * batch / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+    for store, at in zip(stores, due_s, strict=True):
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         server.writeEvents(store)
     print("sent", flush=True)
     time.sleep(linger)
-    os._exit(0)  # never destroy the NetworkWriter: with a client connected that hangs
+    os._exit(0)
 
 
 def start_recording_server(port: int, path: str | Path, speed: float = 1.0, linger: float = 30.0) -> subprocess.Popen:
@@ -139,8 +145,6 @@ def start_recording_server(port: int, path: str | Path, speed: float = 1.0, ling
 
 def serve_recording(port: int, path: str, speed: float, linger: float) -> None:
     """Stream the recording to the first client, paced by its own clock divided by ``speed``, then leave."""
-    import dv_processing as dv
-
     from evapp.sources import open_source
     from evapp.sources.aedat4 import to_event_store
 
@@ -152,23 +156,7 @@ def serve_recording(port: int, path: str, speed: float, linger: float) -> None:
         stores.append(to_event_store(batch))
         due.append((int(batch["timestamp"][-1]) - T0_US) / 1e6)
     g = source.geometry
-    stream = dv.io.Stream.EventStream(0, "events", g.name, (g.width, g.height))
-    server = dv.io.NetworkWriter("127.0.0.1", port, stream)
-    print("listening", flush=True)
-    deadline = time.monotonic() + 60
-    while server.getClientCount() == 0:
-        if time.monotonic() > deadline:
-            os._exit(2)
-        time.sleep(0.01)
-    start = time.monotonic()
-    for store, at in zip(stores, due, strict=True):
-        delay = start + at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        server.writeEvents(store)
-    print("sent", flush=True)
-    time.sleep(linger)
-    os._exit(0)
+    _serve(port, stores, due, g.name, (g.width, g.height), linger)
 
 
 def main(argv: list[str] | None = None) -> None:
