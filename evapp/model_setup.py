@@ -123,10 +123,9 @@ def build_model_setup(choice: ModelChoice) -> ModelSetup:
     policy = choice.policy or default
     auto = policy == "auto"
     if auto:  # a stream-trained model runs persistent; the others start at the most accurate rung
-        from evapp.engine.auto_policy import RUNGS
+        from evapp.engine.auto_policy import ladder
 
-        T = loaded.cfg.T
-        policy = "persistent" if default == "persistent" else f"staggered:{next(k for k in RUNGS if T % k == 0)}"
+        policy = "persistent" if default == "persistent" else ladder(loaded.cfg.T)[0]
     with as_input_error():
         if choice.engine == "onnx":
             from evapp.engine.onnx_engine import OnnxEngine

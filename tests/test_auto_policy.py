@@ -27,7 +27,7 @@ def feed_times(governor, ms_per_row: float, fps: float, seconds: float, t0_us: i
 def test_auto_starts_at_the_most_accurate_rung_and_says_so(tiny_auto):
     assert tiny_auto.governor is not None and tiny_auto.engine.policy_text == "staggered:8"
     assert tiny_auto.policy_text == "auto: staggered:8"
-    assert tiny_auto.governor.rungs == [8, 4, 2, 1]  # each divides T = 16
+    assert tiny_auto.governor.rungs == ["staggered:8", "staggered:4", "staggered:2", "persistent"]  # K divides T
 
 
 def test_auto_steps_down_when_busy_and_up_when_there_is_room(tiny_auto):
@@ -69,4 +69,23 @@ def test_the_governor_only_changes_staggered_engines():
     from evapp.engine import TorchEngine
 
     engine = TorchEngine(model, device="cpu", policy="staggered:4")
-    assert AutoPolicy(engine).rungs == [4, 2, 1]
+    assert AutoPolicy(engine).rungs == ["staggered:4", "staggered:2", "persistent"]
+
+
+def test_down_to_persistent_and_back(tiny_auto):
+    """Below staggered:2 the governor goes persistent (one row, an answer every frame), keeping the row with the
+    longest history; back up, the staggered rows start their own windows and answer once a window is whole."""
+    import numpy as np
+
+    engine, governor = tiny_auto.engine, tiny_auto.governor
+    frame = np.zeros(engine.input_shape, np.float32)
+    for _ in range(20):
+        engine.feed(frame)
+    t = feed_times(governor, 30.0, 20.0, 2.0)  # 30 ms per row at 20 frames/s: even staggered:2 is 120 % busy
+    assert engine.policy_text == "persistent" and [c.policy for c in governor.changes] == [
+        "staggered:4", "staggered:2", "persistent"]
+    assert all(len(engine.feed(frame)) == 1 for _ in range(3))  # an answer every frame
+    feed_times(governor, 30.0, 2.0, 4.0, t)  # a quiet scene: 2 frames/s leaves room for staggered:2 (12 %)
+    assert engine.policy_text == "staggered:2"
+    answers = [len(engine.feed(frame)) for _ in range(24)]
+    assert sum(answers[:15]) == 0 and sum(answers) > 0  # no answer from a partial window (T = 16)

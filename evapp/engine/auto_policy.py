@@ -1,10 +1,11 @@
 """``--policy auto``: the most accurate staggered policy the machine keeps up with, chosen while streaming.
 
-``staggered:K`` costs K model rows per frame and answers every T/K frames. The governor watches how busy the
-inference thread is, from its own feed times against the stream's frame rate, and steps K down a rung
-(8 -> 4 -> 2 -> 1, each dividing T) before the frame queue would start dropping, and back up when the measured
-(or, not yet measured, the proportionally estimated) cost of the rung above leaves room. The engine keeps the
-state of every row whose windows survive a change (``StreamingEngine.set_staggered``), so the stream goes on.
+``staggered:K`` costs K model rows per frame and answers every T/K frames; ``persistent`` costs one row and
+answers every frame. The governor watches how busy the inference thread is, from its own feed times against
+the stream's frame rate, and steps down a rung (staggered:8 -> 4 -> 2 -> persistent, each K dividing T) before
+the frame queue would start dropping, and back up when the measured (or, not yet measured, the per-row
+estimated) cost of the rung above leaves room. The engine keeps the state of every row that stays
+(``StreamingEngine.set_policy``), so the stream goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-RUNGS = (8, 4, 2, 1)
+RUNGS = (8, 4, 2)  # staggered:K rungs, then persistent
+
+
+def ladder(T: int, top: int = RUNGS[0]) -> list[str]:
+    """The rungs for a model of clip length T, most accurate (and most costly) first."""
+    return [f"staggered:{k}" for k in RUNGS if T % k == 0 and k <= top] + ["persistent"]
+
+
+def rows(policy: str) -> int:
+    return int(policy.split(":")[1]) if policy.startswith("staggered:") else 1
 
 
 @dataclass(frozen=True)
@@ -37,14 +47,14 @@ class AutoPolicy:
 
     def __init__(self, engine):
         self.engine = engine
-        self.rungs = [k for k in RUNGS if engine.T % k == 0 and k <= max(engine.K, RUNGS[0])]
-        self.feed_ms: dict[int, float] = {}  # running mean feed time per K
+        self.rungs = ladder(engine.T)
+        self.feed_ms: dict[str, float] = {}  # running mean feed time per rung
         self._settle = self.SETTLE_FEEDS
         self._since_us: int | None = None
         self.changes: list[PolicyChange] = []
 
     def busy(self, fps: float) -> float | None:
-        ms = self.feed_ms.get(self.engine.K)
+        ms = self.feed_ms.get(self.engine.policy_text)
         return None if ms is None else ms * fps / 1e3
 
     def observe(self, feed_ms: float, fps: float, t_us: int, dropped: bool = False) -> PolicyChange | None:
@@ -54,23 +64,25 @@ class AutoPolicy:
         if self._settle:
             self._settle -= 1
         else:
-            mean = self.feed_ms.get(engine.K)
-            self.feed_ms[engine.K] = feed_ms if mean is None else mean + self.SMOOTHING * (feed_ms - mean)
+            now = engine.policy_text
+            mean = self.feed_ms.get(now)
+            self.feed_ms[now] = feed_ms if mean is None else mean + self.SMOOTHING * (feed_ms - mean)
         busy = self.busy(fps)
         if busy is None or fps <= 0:
             return None
-        i = self.rungs.index(engine.K) if engine.K in self.rungs else 0
+        now = engine.policy_text
+        i = self.rungs.index(now) if now in self.rungs else 0
         if (dropped or busy > self.DOWN_ABOVE) and i + 1 < len(self.rungs):
             return self._change(self.rungs[i + 1], t_us)
         if i > 0 and (t_us - self._since_us) / 1e6 >= self.HOLD_S:
             up = self.rungs[i - 1]
-            ms_up = self.feed_ms.get(up, self.feed_ms[engine.K] * up / engine.K)
+            ms_up = self.feed_ms.get(up, self.feed_ms[now] * rows(up) / rows(now))
             if ms_up * fps / 1e3 < self.UP_BELOW:
                 return self._change(up, t_us)
         return None
 
-    def _change(self, K: int, t_us: int) -> PolicyChange:
-        self.engine.set_staggered(K)
+    def _change(self, policy: str, t_us: int) -> PolicyChange:
+        self.engine.set_policy(policy)
         self._settle = self.SETTLE_FEEDS
         self._since_us = t_us
         change = PolicyChange(t_us, self.engine.policy_text)

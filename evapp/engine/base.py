@@ -148,6 +148,26 @@ class StreamingEngine:
         self.frames_in_window = 0
         self._row_frames[:] = 0
 
+    def set_policy(self, policy: str) -> None:
+        """Between two frames, move among ``staggered:K`` and ``persistent`` (what --policy auto does). Going to
+        persistent keeps the row with the longest history, never reset again; leaving it starts every row of the
+        staggered batch at its own window (no answer before a whole window)."""
+        name, K = parse_policy(policy)
+        if name == "window" or self.policy == "window":
+            raise ValueError("the window policy does not change while streaming; use staggered:K or persistent")
+        if name == self.policy == "staggered":
+            self.set_staggered(K)
+        elif name == "persistent" and self.policy == "staggered":
+            self._remap_rows([int(np.argmax(self._row_frames))])
+            self.policy, self.K, self.stride = "persistent", 1, self.T
+            self._row_frames = self._row_frames[:1] * 0 + int(self._row_frames.max())
+        elif name == "staggered" and self.policy == "persistent":
+            if self.T % K:
+                raise ValueError(f"staggered:{K} needs K to divide T={self.T}")
+            self._remap_rows([None] * K)
+            self.policy, self.K, self.stride = "staggered", K, self.T // K
+            self._row_frames = np.zeros(K, np.int64)
+
     def set_staggered(self, K: int) -> None:
         """Switch ``staggered:K`` between two frames, keeping every row whose window schedule survives: row r of
         staggered:K starts its windows at frames g = r * T/K (mod T), so going down keeps the rows that start
@@ -201,6 +221,7 @@ class StreamingEngine:
                 out.append(self._answer(row, t0, self.T))
         else:  # persistent
             self._step()
-            out.append(self._answer(0, t0, g + 1))
+            self._row_frames += 1
+            out.append(self._answer(0, t0, int(self._row_frames[0])))
         self.frames_since_reset += 1
         return out

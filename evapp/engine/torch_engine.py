@@ -236,3 +236,7 @@ class TorchEngine(StreamingEngine):
     @torch.inference_mode()
     def set_staggered(self, K: int) -> None:
         super().set_staggered(K)
+
+    @torch.inference_mode()
+    def set_policy(self, policy: str) -> None:
+        super().set_policy(policy)
