@@ -91,16 +91,34 @@ class ModelSetup:
         return self.engine.kind if self.engine is not None else None
 
 
-def resolve_model_name(name: str | None, no_model: bool = False) -> str | None:
-    """``name`` if given, else the best shipped artifact (None with ``no_model`` or when none ships)."""
+# The shipped model that keeps up with a camera, and evaluates the demo in well under two minutes, on a 2-core CPU
+# (README, "Two commands" and "Real-time measurements"): the default where answers must come in real time.
+CPU_REALTIME_MODEL = "saformer-2-256"
+
+
+def resolve_model_name(name: str | None, no_model: bool = False, realtime_on: str | None = None) -> str | None:
+    """``name`` if given, else the best shipped artifact (None with ``no_model`` or when none ships). With
+    ``realtime_on`` a device (live, the window, the demo) that resolves to a CPU: the shipped model that keeps up
+    there, if it ships."""
     if name or no_model:
         return name
-    from evapp.engine.loading import default_model_name
+    from evapp.engine.loading import default_model_name, find_artifact
 
     name = default_model_name()
+    if name and realtime_on is not None and find_artifact(CPU_REALTIME_MODEL) is not None and _on_cpu(realtime_on):
+        name = CPU_REALTIME_MODEL
     if name:
         log.info("using the default model %s (choose another with --model, or --no-model for frames only)", name)
     return name
+
+
+def _on_cpu(device: str) -> bool:
+    if device == "cpu":
+        return True
+    from evapp.engine.torch_engine import resolve_device
+
+    with as_input_error(RuntimeError):
+        return resolve_device(device).type == "cpu"
 
 
 def build_model_setup(choice: ModelChoice) -> ModelSetup:

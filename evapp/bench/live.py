@@ -158,7 +158,7 @@ def measure_served(model: str | None, factor: float, policy: str | None = "auto"
     labels = [type(lab)(lab.class_id, int(lab.start_us / factor), int(lab.end_us / factor))
               for lab in labels_source.labels]
     labels_source.close()
-    name = model or resolve_model_name(None)
+    name = model or resolve_model_name(None, realtime_on="cpu")
     setup = build_model_setup(ModelChoice(name, policy=policy, device="cpu"))
     port = port or free_port()
     server = start_recording_server(port, path, factor)

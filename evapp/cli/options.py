@@ -128,12 +128,13 @@ def torch_options(func):
     ])
 
 
-def model_options(func=None, *, frames_only: bool = True):
+def model_options(func=None, *, frames_only: bool = True, realtime: str = "never"):
     """--model/--weights/--policy/--device/--engine, the torch and decoder options (and --no-model where a
     command can run without a model), passed to the command as one ``choice`` (a ModelChoice whose name is
-    already the default model when none was named; None with --no-model)."""
+    already the default model when none was named; None with --no-model). ``realtime``: ``always`` (live) or
+    ``window`` (replay without --headless) picks the CPU's real-time model by default, ``never`` the best one."""
     if func is None:
-        return functools.partial(model_options, frames_only=frames_only)
+        return functools.partial(model_options, frames_only=frames_only, realtime=realtime)
 
     @functools.wraps(func)
     def wrapper(*args, model_name, weights, policy, device, engine_kind, torch_opts, decoder_overrides,
@@ -142,8 +143,9 @@ def model_options(func=None, *, frames_only: bool = True):
 
         if weights and not model_name:
             raise InputError("--weights needs --model NAME.")
-        choice = ModelChoice(resolve_model_name(model_name, no_model), weights, policy, device, engine_kind,
-                             torch_opts, decoder_overrides)
+        live = realtime == "always" or (realtime == "window" and not kwargs.get("headless", True))
+        choice = ModelChoice(resolve_model_name(model_name, no_model, realtime_on=device if live else None), weights,
+                             policy, device, engine_kind, torch_opts, decoder_overrides)
         return func(*args, choice=choice, **kwargs)
 
     options = [

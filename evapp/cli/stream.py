@@ -16,7 +16,7 @@ from evapp.cli.options import (
     region_option,
     with_frames,
 )
-from evapp.errors import InputError, as_input_error
+from evapp.errors import InputError
 from evapp.sinks.jsonl import print_json
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ frames_option = click.option("--frames", "with_frames_lines", is_flag=True,
 @events_per_frame_option()
 @input_size_option
 @region_option()
-@model_options
+@model_options(realtime="window")
 @frames_option
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
 @click.option("--max-rate", type=click.FloatRange(min=0), metavar="EV/S",
@@ -94,7 +94,7 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 @events_per_frame_option()
 @click.option("--input-size", type=click.IntRange(min=1), help="Model input side in pixels (default: the model's).")
 @region_option("Sensor region mapped onto the input.")
-@model_options
+@model_options(realtime="always")
 @frames_option
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0),
               help="Stop this many seconds after the first event arrives.")
@@ -186,9 +186,7 @@ def eval_stream(file, choice, events_per_frame, region, confirm, confusion_path,
 @click.command(short_help="Recognise the gestures of the demo recording and say how it went.")
 @click.option("--model", "model_name", metavar="NAME",
               help="Model to run (default: saformer-2-256 on a CPU, the best shipped model on a GPU).")
-@click.option("--policy", metavar="window|staggered:K|persistent",
-              help="Default: staggered:4 for saformer-2-256 on a CPU (half the cost of its own staggered:8), else "
-                   "the model's.")
+@click.option("--policy", metavar="window|staggered:K|persistent", help="Default: the model's.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
 @confirm_option
 @confusion_option
@@ -202,10 +200,7 @@ def demo(model_name, policy, device, confirm, confusion_path, as_json) -> None:
     path = assets_dir() / "demo.aedat4"
     if not path.is_file():
         raise InputError(f"The demo recording {path} is missing (set EVAPP_ASSETS to the checkout's assets/ folder).")
-    if model_name is None:
-        on_cpu = not _cuda_wanted(device)
-        model_name = DEMO_CPU_MODEL if on_cpu else resolve_model_name(None)
-        policy = policy or (DEMO_CPU_POLICY if on_cpu else None)
+    model_name = resolve_model_name(model_name, realtime_on=device)
     report = _evaluate(str(path), ModelChoice(model_name, policy=policy, device=device), None, confirm,
                        confusion_path)
     if as_json:
@@ -214,21 +209,6 @@ def demo(model_name, policy, device, confirm, confusion_path, as_json) -> None:
         from evapp.evaluate import format_report
 
         click.echo(format_report(report, confirm))
-
-
-# The shipped model and policy that evaluate the demo in well under two minutes on a 2-core CPU (README, "Two
-# commands").
-DEMO_CPU_MODEL = "saformer-2-256"
-DEMO_CPU_POLICY = "staggered:4"
-
-
-def _cuda_wanted(device: str) -> bool:
-    if device == "cpu":
-        return False
-    from evapp.engine.torch_engine import resolve_device
-
-    with as_input_error(RuntimeError):
-        return resolve_device(device).type == "cuda"
 
 
 def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | None) -> dict:
