@@ -166,7 +166,7 @@ def build_model_setup(choice: ModelChoice) -> ModelSetup:
                         "running %s", default)
             if default != engine.policy_text:
                 return build_model_setup(dataclasses.replace(choice, policy=default))
-    return ModelSetup(choice.name, engine, decoder_for(choice.name, choice.decoder_overrides),
+    return ModelSetup(choice.name, engine, _decoder(loaded.artifact, choice.decoder_overrides),
                       tuple(loaded.cfg.class_names), spec, governor)
 
 
@@ -193,5 +193,8 @@ def decoder_for(name: str | None, overrides: Mapping | None = None) -> Decoder:
     """The model artifact's decoder settings (or the defaults), with the command line's overrides."""
     from evapp.engine.loading import find_artifact
 
-    artifact = find_artifact(name) if name else None
+    return _decoder(find_artifact(name) if name else None, overrides)
+
+
+def _decoder(artifact, overrides: Mapping | None) -> Decoder:
     return Decoder(DecoderSettings.from_dict({**(artifact.decoder if artifact else {}), **(overrides or {})}))

@@ -61,6 +61,19 @@ def wait_line(proc, text, timeout=30.0):
     raise AssertionError(f"server never said {text!r}")
 
 
+def run_to_end(live, server, timeout: float, wait_sent: bool = True) -> str:
+    """Let ``server`` send everything (when ``wait_sent``), wait for ``live`` to end, kill what is left; its stdout."""
+    try:
+        if wait_sent:
+            wait_line(server, "sent")
+        out, _ = live.communicate(timeout=timeout)
+    finally:
+        for proc in (server, live):
+            if proc.poll() is None:
+                proc.kill()
+    return out
+
+
 def count_events(path):
     source = open_source(path)
     try:
@@ -125,13 +138,7 @@ def test_record_with_force_overwrites_and_window_close_finalises(tmp_path):
     server = start_server(port, 30_000, seed=3, rate=100_000)
     live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--record", str(rec), "--force", "-N", "5000",
                       "--duration", "3", stderr_path=log_path)
-    try:
-        wait_line(server, "sent")
-        live.communicate(timeout=60)
-    finally:
-        for proc in (server, live):
-            if proc.poll() is None:
-                proc.kill()
+    run_to_end(live, server, timeout=60)
     assert live.returncode == 0, log_path.read_text()
     assert count_events(rec) == 30_000
 
@@ -153,13 +160,7 @@ def test_noise_filter_thins_uniform_noise_but_records_everything(tmp_path):
     server = start_server(port, 50_000, seed=4, rate=0)
     live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--headless", "--noise-filter", "--record", str(rec),
                       "--duration", "4", stderr_path=log_path)
-    try:
-        wait_line(server, "sent")
-        out, _ = live.communicate(timeout=60)
-    finally:
-        for proc in (server, live):
-            if proc.poll() is None:
-                proc.kill()
+    out = run_to_end(live, server, timeout=60)
     summary, _ = last_json(out)
     assert summary["recorded_events"] == 50_000 == count_events(rec)  # the file keeps every event received
     assert summary["events_total"] < 25_000  # uniform noise over 640x480 has few neighbours: mostly removed
@@ -174,14 +175,7 @@ def test_live_drops_oldest_frames_when_inference_falls_behind(tmp_path):
     live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--headless", "--model", "saformer-2-256",
                       "--device", "cpu", "--policy", "persistent", "-N", "1000", "--region", "0,0,640,480",
                       "--duration", "8", stderr_path=log_path)
-    try:
-        wait_line(server, "sent")
-        out, _ = live.communicate(timeout=90)
-    finally:
-        for proc in (server, live):
-            if proc.poll() is None:
-                proc.kill()
-    summary, lines = last_json(out)
+    summary, lines = last_json(run_to_end(live, server, timeout=90))
     predictions = [r for r in lines if r["type"] == "prediction"]
     assert summary["frames"] == 400
     assert summary["dropped_frames"] > 0
@@ -253,13 +247,7 @@ def test_duration_counts_from_the_first_event(tmp_path):
     server = start_server(port, 600_000, seed=5, rate=100_000, first_after_s=2.0)
     live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--headless", "-N", "5000", "--duration", "1.5",
                       stderr_path=tmp_path / "live.err")
-    try:
-        out, _ = live.communicate(timeout=60)
-    finally:
-        for proc in (server, live):
-            if proc.poll() is None:
-                proc.kill()
-    summary, _ = last_json(out)
+    summary, _ = last_json(run_to_end(live, server, timeout=60, wait_sent=False))
     assert live.returncode == 0
     assert 75_000 <= summary["events_total"] < 450_000  # about 1.5 s of the 100 kev/s stream, not 0, not all
 

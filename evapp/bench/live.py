@@ -168,17 +168,14 @@ def measure_served(model: str | None, factor: float, policy: str | None = "auto"
         pipeline = Pipeline(source, setup, with_frames=False)
         pipeline.start()
         try:
-            sent = False
-            while not sent or pipeline.wait_output(0) is not None or pipeline.frame_queue.frames_waiting:
+            deadline = None  # one second after the server has sent everything (or has gone): the last answers
+            while deadline is None or time.monotonic() < deadline:
                 record = pipeline.wait_output(0.05)
                 if isinstance(record, Prediction):
                     pipeline.report_shown(record)
                     answers.append((record.t_us, record.decision.class_id))
-                if not sent and server.poll() is None and _said(server, "sent"):
-                    sent = True
+                if deadline is None and (server.poll() is not None or _said(server, "sent")):
                     deadline = time.monotonic() + 1.0
-                if sent and time.monotonic() > deadline:
-                    break
         finally:
             pipeline.close()
     finally:

@@ -132,7 +132,8 @@ def model_options(func=None, *, frames_only: bool = True, realtime: str = "never
     """--model/--weights/--policy/--device/--engine, the torch and decoder options (and --no-model where a
     command can run without a model), passed to the command as one ``choice`` (a ModelChoice whose name is
     already the default model when none was named; None with --no-model). ``realtime``: ``always`` (live) or
-    ``window`` (replay without --headless) picks the CPU's real-time model by default, ``never`` the best one."""
+    ``window`` (replay without --headless): answers must keep up, so the defaults are the CPU's real-time model
+    and ``--policy auto``; ``never``: the best model and its own policy."""
     if func is None:
         return functools.partial(model_options, frames_only=frames_only, realtime=realtime)
 
@@ -145,7 +146,8 @@ def model_options(func=None, *, frames_only: bool = True, realtime: str = "never
             raise InputError("--weights needs --model NAME.")
         live = realtime == "always" or (realtime == "window" and not kwargs.get("headless", True))
         choice = ModelChoice(resolve_model_name(model_name, no_model, realtime_on=device if live else None), weights,
-                             policy, device, engine_kind, torch_opts, decoder_overrides)
+                             policy or ("auto" if live else None), device, engine_kind, torch_opts,
+                             decoder_overrides)
         return func(*args, choice=choice, **kwargs)
 
     options = [

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 import click
 
 from evapp.cli.options import (
+    device_option,
     events_per_frame_option,
     json_option,
     model_options,
@@ -57,8 +57,6 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 
         check_display()  # before the model is built: a missing display is said at once
     choice = with_frames(choice, events_per_frame, input_size)
-    if not headless and choice.policy is None:
-        choice = dataclasses.replace(choice, policy="auto")  # the window keeps up with the replay's clock
     setup = build_model_setup(choice)
     source = open_source(file)
     options = ReplayOptions(speed=None if max_speed else speed, loop=loop, start_s=start_s)
@@ -118,8 +116,6 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
 
         check_display()
     choice = with_frames(choice, events_per_frame, input_size)
-    if choice.policy is None:
-        choice = dataclasses.replace(choice, policy="auto")  # live: keep up with the camera on any machine
     setup = build_model_setup(choice)
     source = open_live(camera)
     if noise_filter:
@@ -187,7 +183,7 @@ def eval_stream(file, choice, events_per_frame, region, confirm, confusion_path,
 @click.option("--model", "model_name", metavar="NAME",
               help="Model to run (default: saformer-2-256 on a CPU, the best shipped model on a GPU).")
 @click.option("--policy", metavar="window|staggered:K|persistent", help="Default: the model's.")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where the model runs.")
+@device_option("Where the model runs.")
 @confirm_option
 @confusion_option
 @json_option("Print one JSON object instead of a report.")

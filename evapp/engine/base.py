@@ -160,7 +160,7 @@ class StreamingEngine:
         elif name == "persistent" and self.policy == "staggered":
             self._remap_rows([int(np.argmax(self._row_frames))])
             self.policy, self.K, self.stride = "persistent", 1, self.T
-            self._row_frames = self._row_frames[:1] * 0 + int(self._row_frames.max())
+            self._row_frames = np.array([self._row_frames.max()], np.int64)
         elif name == "staggered" and self.policy == "persistent":
             if self.T % K:
                 raise ValueError(f"staggered:{K} needs K to divide T={self.T}")

@@ -79,8 +79,7 @@ def run_window(pipeline, choice, title: str, stop: list, recorder_factory=None, 
         from PyQt6.QtWidgets import QApplication
     except ImportError as exc:
         raise InputError(f"The window needs PyQt6 ({exc}); install it or run with --headless.") from None
-    check_display()
-    from evapp.gui.window import MainWindow
+    from evapp.gui.window import MainWindow  # the caller has checked the display (check_display)
 
     app = QApplication.instance() or QApplication([title])
     window = MainWindow(pipeline, choice, title, recorder_factory, duration_us=duration_of(pipeline.source))

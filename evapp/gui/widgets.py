@@ -35,7 +35,7 @@ PALETTE = ("#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#0
            "#F99379", "#8DB600", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#E25822")
 
 
-def class_colour(class_id: int, count: int = 0) -> QColor:
+def class_colour(class_id: int) -> QColor:
     """A distinct colour per class (grey for idle / unknown); past the palette, hues spread over the circle."""
     if class_id < 0:
         return QColor(150, 150, 150)
@@ -227,7 +227,7 @@ class ProbabilityBars(QWidget):
             # Name above, bar below, value at the right: long class names never clip the bar.
             bar = QRectF(4, top + row * 0.5, (self.width() - 52) * p, row * 0.38)
             painter.fillRect(QRectF(4, top + row * 0.5, self.width() - 52, row * 0.38), QColor(45, 45, 45))
-            painter.fillRect(bar, class_colour(i, n) if i == self.highlight else QColor(110, 130, 160))
+            painter.fillRect(bar, class_colour(i) if i == self.highlight else QColor(110, 130, 160))
             painter.setPen(QColor(255, 255, 255) if i == self.highlight else QColor(200, 200, 200))
             painter.drawText(QRectF(4, top, self.width() - 8, row * 0.5), Qt.AlignmentFlag.AlignBottom,
                              name.replace("_", " "))

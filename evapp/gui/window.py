@@ -363,9 +363,8 @@ class MainWindow(QMainWindow):
         self.last_prediction = prediction
         self.predictions_shown += 1
         decision, answer = prediction.decision, prediction.answer
-        names = self.pipeline.class_names or ()
         self.view.label_text = f"{decision.class_name.replace('_', ' ')}  {decision.confidence:.2f}"
-        self.view.label_colour = class_colour(decision.class_id, len(names)).lighter(120)
+        self.view.label_colour = class_colour(decision.class_id).lighter(120)
         self.view.detail_text = (f"raw: {answer.class_name.replace('_', ' ')} {answer.confidence:.2f}   "
                                  f"step {prediction.step_ms:.1f} ms")
         self.bars.set_probs(prediction.probs, decision.class_id)

@@ -77,11 +77,9 @@ class Pipeline:
         self.predictions = 0
         self._dropped_seen = 0
         self.first_batch_at: float | None = None  # perf_counter when the stream's first batch arrived
-        self._last_batch_at: float | None = None
         self.first_position_us = 0
         self._motion = MotionRate()
         self._batch_watchers: list[Callable[[np.ndarray], None]] = []
-        self._taps: list = []
 
         # Live streams, and replays in the window (whose clock keeps the chosen speed), drop the oldest frame
         # when the model falls behind; a headless replay never drops a frame and runs slower instead.
@@ -181,12 +179,10 @@ class Pipeline:
         the noise filter; recording is for live sources."""
         if not self.is_live:
             raise InputError("Recording is for live cameras and streams.")
-        self._taps.append(tap)
         self.source.store_hooks.append(tap)
 
     def remove_tap(self, tap) -> None:
-        if tap in self._taps:
-            self._taps.remove(tap)
+        if self.is_live and tap in self.source.store_hooks:
             self.source.store_hooks.remove(tap)
 
     # -- replay controls (a live stream ignores seek, speed and loop) ------------------------------------------
@@ -344,7 +340,6 @@ class Pipeline:
     def _read_one(self, batch: np.ndarray, received_at: float, recording_us: int) -> None:
         if self.first_batch_at is None:
             self.first_batch_at, self.first_position_us = received_at, int(batch["timestamp"][0])
-        self._last_batch_at = received_at
         self.event_rate.add(batch.shape[0], int(batch["timestamp"][-1]), received_at)
         for watcher in self._batch_watchers:
             watcher(batch)
@@ -404,11 +399,11 @@ class Pipeline:
             return
         started = time.perf_counter()
         answers = self.engine.feed(item.counts)
-        self.rate_cap.note_feed((time.perf_counter() - started) * 1e3, self.engine.batch)
+        feed_ms = (time.perf_counter() - started) * 1e3
+        self.rate_cap.note_feed(feed_ms, self.engine.batch)
         if self.model.governor is not None:  # --policy auto: K for the next frame
             dropped, self._dropped_seen = self.frame_queue.dropped > self._dropped_seen, self.frame_queue.dropped
-            self.model.governor.observe((time.perf_counter() - started) * 1e3, self.frame_rate.rate(),
-                                        item.t_end_us, dropped)
+            self.model.governor.observe(feed_ms, self.frame_rate.rate(), item.t_end_us, dropped)
         for answer in answers:
             self.recent_step_ms.append(answer.step_ms)
             self._emit(self._prediction(item, answer))
