@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from evapp.decoder import IDLE
-from evapp.events import GESTURE_CLASSES, LabelInterval, labels_at
+from evapp.events import GESTURE_CLASSES, LabelInterval, align_labels, labels_at
 
 
 @dataclass
@@ -38,8 +38,8 @@ class StreamMetrics:
     frames_in_gestures: int
     gestures: list[GestureResult]
     false_alarms: int
-    confusion: np.ndarray  # [classes, classes + 1]
-    class_names: list[str] = field(default_factory=lambda: list(GESTURE_CLASSES))
+    confusion: np.ndarray  # [labelled classes, model classes + 1]
+    class_names: list[str] = field(default_factory=lambda: list(GESTURE_CLASSES))  # the model's, then unknown ones
 
     @property
     def missed(self) -> int:
@@ -78,15 +78,18 @@ def shown_at(times_us: np.ndarray, decision_t: np.ndarray, decision_cls: np.ndar
 
 
 def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelInterval], confirm: int = 3,
-                   num_classes: int = len(GESTURE_CLASSES)) -> StreamMetrics:
+                   num_classes: int = len(GESTURE_CLASSES), shown_classes: int | None = None) -> StreamMetrics:
+    """``num_classes``: the classes the labels' ids index (rows); ``shown_classes``: the model's (columns, then
+    idle; default the same). Labelled classes past the model's can never be named (``align_labels``)."""
+    shown_classes = num_classes if shown_classes is None else shown_classes
     frame_t = np.asarray(frame_t_us, dtype=np.int64)
     dec_t = np.asarray(decision_t_us, dtype=np.int64)
     dec_c = np.asarray(decision_cls, dtype=np.int64)
     truth = labels_at(frame_t, labels)
     shown = shown_at(frame_t, dec_t, dec_c)
     inside = truth != IDLE
-    confusion = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
-    np.add.at(confusion, (truth[inside], np.where(shown[inside] == IDLE, num_classes, shown[inside])), 1)
+    confusion = np.zeros((num_classes, shown_classes + 1), dtype=np.int64)
+    np.add.at(confusion, (truth[inside], np.where(shown[inside] == IDLE, shown_classes, shown[inside])), 1)
     accuracy = float((shown[inside] == truth[inside]).mean()) if inside.any() else None
 
     gestures = []
@@ -112,14 +115,17 @@ def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelIn
 
 def confusion_png(metrics: StreamMetrics, path, title: str = "") -> None:
     """Save a stream's confusion matrix (with its idle row and column) as a PNG."""
-    confusion_matrix_png(metrics.confusion, [*metrics.class_names, "idle"], path, title)
+    rows, cols = metrics.confusion.shape
+    names = list(metrics.class_names)
+    confusion_matrix_png(metrics.confusion, names[:rows], path, title, column_names=[*names[: cols - 1], "idle"])
 
 
 def confusion_matrix_png(conf, names: list[str], path, title: str = "",
-                         footer: str = "rows: labelled class, columns: class shown") -> None:
+                         footer: str = "rows: labelled class, columns: class shown", column_names=None) -> None:
     """Save a confusion matrix as a PNG (row-normalised colours, counts written in the cells)."""
     import cv2
 
+    column_names = names if column_names is None else column_names
     conf = np.asarray(conf)
     rows, cols = conf.shape
     cell, left, top = 44, 230, 60
@@ -142,7 +148,7 @@ def confusion_matrix_png(conf, names: list[str], path, title: str = "",
     for c in range(cols):
         org = (left + c * cell + 18, top + rows * cell + 8)
         label = np.full((cell - 4, 140, 3), 255, np.uint8)
-        cv2.putText(label, names[c][:16], (2, 25), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(label, column_names[c][:16], (2, 25), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         rotated = cv2.rotate(label, cv2.ROTATE_90_CLOCKWISE)
         h, w = rotated.shape[:2]
         x0 = org[0] - w // 2
@@ -182,11 +188,12 @@ def evaluate_stream(pipeline, confirm: int = 3, name: str = "the recording") -> 
     finally:
         progress.close()
         pipeline.close()
-    labels = pipeline.source.labels  # a file source knows its labels once it has been read
-    if not labels:
+    source = pipeline.source
+    if not source.labels:  # a file source knows its labels once it has been read
         raise InputError(f"{name} has no labels (expected {Path(name).stem}_labels.csv beside it).")
-    names = pipeline.class_names
-    metrics = stream_metrics(frame_t, decision_t, decision_cls, labels, confirm=confirm, num_classes=len(names))
+    labels, names = align_labels(source.labels, source.label_classes, pipeline.class_names)
+    metrics = stream_metrics(frame_t, decision_t, decision_cls, labels, confirm=confirm, num_classes=len(names),
+                             shown_classes=len(pipeline.class_names))
     metrics.class_names = list(names)
     return StreamRun(metrics, len(frame_t), len(decision_t))
 

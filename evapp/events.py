@@ -47,13 +47,9 @@ class SensorGeometry:
 class LabelInterval:
     """A ground-truth gesture: 0-based class id and [start_us, end_us) on the stream's rebased clock."""
 
-    class_id: int
+    class_id: int  # index into the class list the labels come with (``EventSource.label_classes``)
     start_us: int
     end_us: int
-
-    @property
-    def class_name(self) -> str:
-        return GESTURE_CLASSES[self.class_id]
 
 
 def empty_events(n: int = 0) -> np.ndarray:
@@ -81,3 +77,20 @@ def labels_at(times_us: np.ndarray, labels: list[LabelInterval]) -> np.ndarray:
     for lab in labels:
         out[(times_us >= lab.start_us) & (times_us < lab.end_us)] = lab.class_id
     return out
+
+
+def align_labels(labels: list[LabelInterval], label_classes,
+                 class_names) -> tuple[list[LabelInterval], tuple[str, ...]]:
+    """Renumber intervals numbered in ``label_classes`` by the index of their name in ``class_names`` (a model's).
+
+    A labelled class the model does not know gets an id past the model's (``len(class_names)``, ...), so it is
+    scored as a gesture no answer can name. Returns the intervals and the names their ids index: the model's,
+    then the unknown ones in order of appearance."""
+    names = list(class_names)
+    out = []
+    for lab in labels:
+        name = label_classes[lab.class_id]
+        if name not in names:
+            names.append(name)
+        out.append(LabelInterval(names.index(name), lab.start_us, lab.end_us))
+    return out, tuple(names)

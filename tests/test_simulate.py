@@ -126,8 +126,8 @@ def test_every_class_moves_and_is_balanced(all_classes):
         core = _in(ev, *_core(lab))
         rate = core.shape[0] / ((lab.end_us - lab.start_us - 600_000) * 1e-6)
         rates.append(rate)
-        assert 0.3 <= core["polarity"].mean() <= 0.7, lab.class_name
-        assert rate >= 2.0 * pause, f"{lab.class_name}: {rate:.0f} ev/s vs {pause:.0f} in pauses"
+        assert 0.3 <= core["polarity"].mean() <= 0.7, GESTURE_CLASSES[lab.class_id]
+        assert rate >= 2.0 * pause, f"{GESTURE_CLASSES[lab.class_id]}: {rate:.0f} ev/s vs {pause:.0f} in pauses"
     # Over all gestures the motion rate is far above the (mostly noise) pause rate.
     assert np.mean(rates) >= 5.0 * pause
     assert 0.3 <= ev["polarity"].mean() <= 0.7
@@ -140,7 +140,7 @@ def _centroid_x(ev, lab):
 
 def test_motion_is_where_the_class_says(all_classes):
     ev, labels, _ = all_classes
-    cx = {lab.class_name: _centroid_x(ev, lab) for lab in labels}
+    cx = {GESTURE_CLASSES[lab.class_id]: _centroid_x(ev, lab) for lab in labels}
     # Subject's right hand = image left half; left hand = image right half.
     assert cx["right_hand_wave"] < 64 - 10 and cx["left_hand_wave"] > 64 + 10
     for rot in ("clockwise", "counter_clockwise"):
@@ -154,10 +154,10 @@ def test_arm_circle_events_rotate_clockwise_on_the_image(all_classes):
     ev, labels, _ = all_classes
     turns = {}
     for lab in labels:
-        if "_arm_" not in lab.class_name:
+        if "_arm_" not in GESTURE_CLASSES[lab.class_id]:
             continue
         a, b = _core(lab, 200_000)
-        side_mask = (ev["x"] < 64) if lab.class_name.startswith("right") else (ev["x"] >= 64)
+        side_mask = (ev["x"] < 64) if GESTURE_CLASSES[lab.class_id].startswith("right") else (ev["x"] >= 64)
         part = _in(ev[side_mask], a, b)
         bins = np.arange(a, b, 40_000)
         k = np.searchsorted(bins, part["timestamp"], side="right") - 1
@@ -167,7 +167,7 @@ def test_arm_circle_events_rotate_clockwise_on_the_image(all_classes):
         ok = cnt > 20
         # Angle of the event centroid around the arm's circle centre (mean of all centroids).
         ang = np.unwrap(np.arctan2(my[ok] - my[ok].mean(), mx[ok] - mx[ok].mean()))
-        turns[lab.class_name] = (ang[-1] - ang[0]) / (2 * np.pi)
+        turns[GESTURE_CLASSES[lab.class_id]] = (ang[-1] - ang[0]) / (2 * np.pi)
     assert turns["right_arm_clockwise"] > 0.5 and turns["left_arm_clockwise"] > 0.5
     assert turns["right_arm_counter_clockwise"] < -0.5 and turns["left_arm_counter_clockwise"] < -0.5
 

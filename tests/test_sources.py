@@ -69,7 +69,7 @@ def test_dvs128_gesture_aedat3_with_labels(tmp_path):
     write_labels_csv(tmp_path / "user01_fluorescent_labels.csv", [LabelInterval(0, 100, 5000)], t0_us=t0)
     source = open_source(path)
     assert source.geometry.width == 128 and source.labels == [LabelInterval(0, 100, 5000)]
-    assert source.labels[0].class_name == "hand_clapping"
+    assert source.label_classes[source.labels[0].class_id] == "hand_clapping"
     np.testing.assert_array_equal(collect(source), rebased(events))
 
 

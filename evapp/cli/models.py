@@ -178,7 +178,7 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
     spec = loaded.artifact.preprocessing.frames if loaded.artifact else model_frame_spec(cfg)
     with as_input_error(RuntimeError):
         dev = resolve_device(device)
-    trials = load_split(data, split, spec, cfg.T)
+    trials = load_split(data, split, spec, cfg.T, class_names=tuple(cfg.class_names))
     result = evaluate_clips(model.to(dev), trials, cfg.T, dev)
     result.update({"model": model_name, "data": str(data), "split": split, "trials": len(trials)})
     if confusion_path:

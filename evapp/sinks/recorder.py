@@ -54,6 +54,11 @@ class AedatRecorder:
     def closed(self) -> bool:
         return self._writer is None
 
+    @property
+    def last_time_us(self) -> int | None:
+        """The newest event time written, on the recording's own clock (None before the first event)."""
+        return self._last_t
+
     def write_store(self, store) -> None:
         with self._lock:
             if self._writer is None or not len(store):

@@ -13,13 +13,14 @@ The writer exists so that tests and ``evapp simulate`` make files in exactly the
 from __future__ import annotations
 
 import csv
+import json
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from evapp.errors import InputError
-from evapp.events import EVENT_DTYPE, LabelInterval, empty_events
+from evapp.events import EVENT_DTYPE, GESTURE_CLASSES, LabelInterval, empty_events
 
 PACKET_HEADER = struct.Struct("<HHIIIIII")
 POLARITY_EVENT = 1
@@ -115,8 +116,34 @@ def labels_path_for(aedat_path: str | Path) -> Path:
     return p.with_name(p.stem + "_labels.csv")
 
 
-def read_labels_csv(path: str | Path, t0_us: int = 0) -> list[LabelInterval]:
-    """Read ``class,startTime_usec,endTime_usec`` rows (classes 1..11) as 0-based intervals rebased by t0."""
+CLASSES_FILE = "classes.json"
+
+
+def read_class_names(folder: str | Path) -> tuple[str, ...]:
+    """The class list a folder's labels CSVs number (1-based): its ``classes.json`` (a JSON list of names, as
+    ``evapp collect`` and ``evapp simulate`` write), else DVS128 Gesture's 11 classes."""
+    path = Path(folder) / CLASSES_FILE
+    if not path.is_file():
+        return GESTURE_CLASSES
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Aedat3FormatError(f"{path} is not a readable class list ({exc})") from None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names) \
+            or len(set(names)) != len(names):
+        raise Aedat3FormatError(f"{path} should hold a JSON list of distinct class names")
+    return tuple(names)
+
+
+def write_class_names(folder: str | Path, names) -> Path:
+    path = Path(folder) / CLASSES_FILE
+    path.write_text(json.dumps(list(names), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_labels_csv(path: str | Path, t0_us: int = 0, num_classes: int | None = None) -> list[LabelInterval]:
+    """Read ``class,startTime_usec,endTime_usec`` rows (1-based classes; ``1..num_classes`` when given) as 0-based
+    intervals rebased by t0."""
     out = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
@@ -125,6 +152,8 @@ def read_labels_csv(path: str | Path, t0_us: int = 0) -> list[LabelInterval]:
                 start, end = int(row["startTime_usec"]), int(row["endTime_usec"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise Aedat3FormatError(f"{path} is not a DVS128 Gesture labels file ({exc})") from None
+            if num_classes is not None and not 0 <= cls < num_classes:
+                raise Aedat3FormatError(f"{path} labels class {cls + 1}, outside its class list's 1..{num_classes}")
             out.append(LabelInterval(cls, start - t0_us, end - t0_us))
     return out
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from evapp.errors import InputError, with_reason
 from evapp.events import SensorGeometry
-from evapp.sources.aedat3 import labels_path_for, read_labels_csv
+from evapp.sources.aedat3 import Aedat3FormatError, labels_path_for, read_class_names, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0"  # the first bytes of every AEDAT4 file (iniVation's AEDAT 4.0 format)
@@ -83,6 +83,11 @@ class Aedat4Source(EventSource):
         labels_file = labels_path_for(self.path)
         super().__init__(geometry)
         self._labels_file = labels_file if labels_file.is_file() else None
+        if self._labels_file is not None:
+            try:
+                self.label_classes = read_class_names(self.path.parent)
+            except Aedat3FormatError as exc:
+                raise InputError(str(exc)) from None
 
     def _open(self):
         import dv_processing as dv
@@ -123,12 +128,18 @@ class Aedat4Source(EventSource):
 
     def _load_labels(self) -> None:
         if self._labels_file is not None and not self.labels:
-            self.labels = read_labels_csv(self._labels_file, self.t0_us or 0)
+            self.labels = self._read_labels(self.t0_us or 0)
+
+    def _read_labels(self, t0_us: int):
+        try:
+            return read_labels_csv(self._labels_file, t0_us, len(self.label_classes))
+        except Aedat3FormatError as exc:
+            raise InputError(str(exc)) from None
 
     def info(self) -> SourceInfo:
         count, first, last = self._count_span()
         if self._labels_file is not None:
-            self.labels = read_labels_csv(self._labels_file, first)
+            self.labels = self._read_labels(first)
         return SourceInfo(
             str(self.path), self.format_name, self.geometry, last - first, count, self._other_streams, self.labels
         )

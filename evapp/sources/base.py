@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evapp.errors import InputError
-from evapp.events import LabelInterval, SensorGeometry
+from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
 
 
 @dataclass
@@ -47,6 +47,7 @@ class EventSource(ABC):
     def __init__(self, geometry: SensorGeometry, labels: list[LabelInterval] | None = None):
         self.geometry = geometry
         self.labels = labels or []
+        self.label_classes: tuple[str, ...] = GESTURE_CLASSES  # the names ``labels``' class ids index
         self.t0_us: int | None = None  # absolute time of the stream's first event
 
     @abstractmethod

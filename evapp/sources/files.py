@@ -13,6 +13,7 @@ from evapp.sources.aedat3 import (
     Aedat3FormatError,
     iter_aedat3_batches,
     labels_path_for,
+    read_class_names,
     read_labels_csv,
 )
 from evapp.sources.base import EventSource
@@ -37,7 +38,8 @@ class Aedat3Source(EventSource):
         self._first_t = int(first["timestamp"][0]) if first is not None else 0
         if self._labels_file.is_file():
             try:
-                self.labels = read_labels_csv(self._labels_file, self._first_t)
+                self.label_classes = read_class_names(self.path.parent)
+                self.labels = read_labels_csv(self._labels_file, self._first_t, len(self.label_classes))
             except Aedat3FormatError as exc:
                 raise InputError(str(exc)) from None
 

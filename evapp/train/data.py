@@ -19,7 +19,7 @@ import numpy as np
 
 from evapp.binning import FrameSpec, SensorMapping
 from evapp.errors import InputError
-from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry, labels_at
+from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry, align_labels, labels_at
 from evapp.sources import open_source
 
 DVS128_GESTURE_HELP = (
@@ -104,9 +104,10 @@ class FramedTrial:
         return [(int(a), int(b), int(lab[a])) for a, b in zip(starts, stops, strict=True) if lab[a] >= 0]
 
 
-def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None) -> FramedTrial:
+def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
+                class_names: tuple[str, ...] = GESTURE_CLASSES) -> FramedTrial:
     """Read one trial through the live source classes and bin it as ``spec`` says (``clip`` mode: each
-    gesture into ``T`` frames)."""
+    gesture into ``T`` frames); its labels are numbered by ``class_names`` (matched by name)."""
     source = open_source(trial.path)
     try:
         mapping = spec.mapping(source.geometry, region)
@@ -120,24 +121,25 @@ def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None) -> FramedTri
                     ends.append(done.t_end_us)
             dense = np.concatenate(counts) if counts else np.zeros((0, *mapping.frame_shape), np.float32)
             t_end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
-            labels = _checked_labels(trial, source.labels)  # a file source knows its labels once it has been read
+            labels = _checked_labels(trial, source, class_names)  # a file source knows its labels once read
             frame_labels = labels_at(t_end, labels)
         else:
             events = np.concatenate(list(source.batches()))
-            labels = _checked_labels(trial, source.labels)
+            labels = _checked_labels(trial, source, class_names)
             dense, t_end, frame_labels = _clip_frames(events, mapping, labels, T)
     finally:
         source.close()
     return FramedTrial(trial.path.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
 
 
-def _checked_labels(trial: Trial, labels: list[LabelInterval]) -> list[LabelInterval]:
-    if not labels:
+def _checked_labels(trial: Trial, source, class_names: tuple[str, ...]) -> list[LabelInterval]:
+    if not source.labels:
         raise InputError(f"{trial.path} has no gesture labels (a DVS128 Gesture trial needs its _labels.csv).")
-    bad = [lab.class_id for lab in labels if not 0 <= lab.class_id < len(GESTURE_CLASSES)]
-    if bad:
-        raise InputError(f"{trial.path} labels class {bad[0] + 1}, outside DVS128 Gesture's classes 1..11.")
-    return list(labels)
+    labels, names = align_labels(source.labels, source.label_classes, class_names)
+    if len(names) > len(class_names):
+        raise InputError(f"{trial.path} labels the class {names[len(class_names)]!r}, which is not among the "
+                         f"{len(class_names)} classes being trained ({', '.join(class_names[:4])}, ...).")
+    return labels
 
 
 def _clip_frames(events: np.ndarray, mapping: SensorMapping, labels: list[LabelInterval], T: int):
@@ -221,11 +223,11 @@ def stream_windows(trials: list[FramedTrial], length: int, count: int, rng: np.r
 
 
 def load_split(root: str | Path, split: str, spec: FrameSpec, T: int, region=None,
-               progress=None) -> list[FramedTrial]:
+               progress=None, class_names: tuple[str, ...] = GESTURE_CLASSES) -> list[FramedTrial]:
     trials = find_trials(root, split)
     out = []
     for trial in trials:
-        out.append(frame_trial(trial, spec, T, region))
+        out.append(frame_trial(trial, spec, T, region, class_names))
         if progress is not None:
             progress(trial.path.name)
     return out

@@ -106,8 +106,9 @@ def batch_clips(trials: list[FramedTrial], windows: list[Window], length: int) -
 def prepare_data(settings: TrainSettings, cfg) -> Prepared:
     spec = FrameSpec(tuple(cfg.input_size), cfg.events_per_frame, settings.framing)
     started = time.perf_counter()
-    train = load_split(settings.data, "train", spec, cfg.T)
-    test = load_split(settings.data, "test", spec, cfg.T)
+    names = tuple(cfg.class_names)
+    train = load_split(settings.data, "train", spec, cfg.T, class_names=names)
+    test = load_split(settings.data, "test", spec, cfg.T, class_names=names)
     frames = sum(len(t) for t in train + test)
     log.info("framed %d train + %d test trials into %d frames of %d events in %.1f s", len(train), len(test),
              frames, spec.events_per_frame, time.perf_counter() - started)

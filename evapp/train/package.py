@@ -28,7 +28,7 @@ def dataset_kind(folder: str | Path) -> str:
 
 
 def evaluate_weights(model, data: str | Path, spec: FrameSpec, split: str = "test") -> dict:
-    trials = load_split(data, split, spec, model.cfg.T)
+    trials = load_split(data, split, spec, model.cfg.T, class_names=tuple(model.cfg.class_names))
     if not trials:
         raise InputError(f"{data} has no {split} trials to evaluate on.")
     result = evaluate_clips(model, trials, model.cfg.T, torch.device("cpu"))
@@ -93,7 +93,8 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
     main = evaluate_weights(model, data, spec)
     decoder = dict(decoder or {})
     if "idle_below_fps" not in decoder or "idle_floor_fps" not in decoder:
-        train_trials = load_split(data, "train", spec, cfg.T)  # calibrated on the training split, never on test data
+        # calibrated on the training split, never on test data
+        train_trials = load_split(data, "train", spec, cfg.T, class_names=tuple(cfg.class_names))
         decoder.setdefault("idle_below_fps", idle_rate_threshold(train_trials))
         decoder.setdefault("idle_floor_fps", motion_floor(train_trials))
     decoder = DecoderSettings.from_dict(decoder).to_dict()  # every setting written out: the artifact says it all
