@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from evapp.cli import bench, data, models, stream
+from evapp.cli import bench, data, models, stream, teach
 from evapp.cli.options import Group
 from evapp.cpu_memory import keep_freed_memory
 from evapp.errors import EvappError
@@ -35,7 +35,7 @@ def cli(debug: bool, verbose: bool) -> None:
     keep_freed_memory()  # before torch allocates anything: see evapp/cpu_memory.py
 
 
-for module in (data, stream, models, bench):
+for module in (data, stream, teach, models, bench):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,71 @@
+"""``evapp collect`` and ``evapp finetune``: teach evapp a user's own gestures."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from evapp.cli.options import model_options
+from evapp.errors import as_input_error
+from evapp.sinks.jsonl import print_json
+
+log = logging.getLogger(__name__)
+
+
+@click.command(short_help="Record labelled takes of your own gestures, guided by prompts.")
+@click.option("--camera", required=True, metavar="dvxplorer|davis|dvs128|SERIAL|tcp://HOST:PORT",
+              help="Camera kind or serial number (USB, through dv-processing), or a network stream.")
+@click.option("--classes", "classes_text", required=True, metavar="NAME,NAME,...",
+              help="The gestures to record, in order (their names become the model's classes).")
+@click.option("--takes", type=click.IntRange(min=1), default=5, show_default=True, help="Takes of each class.")
+@click.option("--take-s", type=click.FloatRange(min=0.5, max=60), default=3.0, show_default=True,
+              help="Seconds of each take.")
+@click.option("--pause-s", type=click.FloatRange(min=0, max=60), default=2.0, show_default=True,
+              help="Seconds of rest after each take (recorded: it teaches evapp what rest looks like).")
+@click.option("--countdown-s", type=click.FloatRange(min=0, max=30), default=3.0, show_default=True,
+              help="Seconds of the countdown that names the next gesture ('3, 2, 1').")
+@click.option("--seed", type=int, default=0, show_default=True, help="The shuffle of the classes in each round.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for the takes (continued where it stopped if it holds this session).")
+@click.option("--redo-last", is_flag=True, help="Discard the last finished take in DIR and record it again.")
+@click.option("--headless", is_flag=True,
+              help="No window: the prompts as JSON lines on stdout and as text on stderr.")
+@model_options(realtime="always")
+def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out_dir, redo_last, headless,
+            choice) -> None:
+    """Record labelled takes of your gestures from a camera or stream: a prompt names each gesture, counts down
+    and times the take; every event received is kept in DIR, one .aedat4 and _labels.csv per take."""
+    from evapp.collect.protocol import CollectPlan, parse_class_names
+    from evapp.collect.run import open_session, run_headless, summary
+    from evapp.collect.session import prepare_folder
+    from evapp.interrupts import stop_requests
+    from evapp.model_setup import ModelSetup, build_model_setup
+    from evapp.pipeline import Pipeline
+    from evapp.sources.live import open_live
+
+    with as_input_error(ValueError):
+        plan = CollectPlan(parse_class_names(classes_text), takes, take_s, pause_s, countdown_s, seed)
+    record = prepare_folder(out_dir, plan, redo_last)  # a wrong DIR is refused before the camera is opened
+    if not headless:
+        from evapp.gui.app import check_display
+
+        check_display()
+    setup = build_model_setup(choice) if choice is not None and not headless else ModelSetup.frames_only()
+    source = open_live(camera)
+    try:
+        pipeline = Pipeline(source, setup)
+        session = open_session(out_dir, record, pipeline, camera)
+        with stop_requests() as stop:
+            if headless:
+                run_headless(pipeline, session, stop, print_json)
+            else:
+                from evapp.gui.collect_window import run_collect_window
+
+                run_collect_window(pipeline, session, choice, stop)
+            print_json(summary(session))
+    finally:
+        source.close()
+
+
+COMMANDS = (collect,)
