@@ -6,11 +6,13 @@ import logging
 
 import click
 
-from evapp.cli.options import model_options
-from evapp.errors import as_input_error
+from evapp.cli.options import model_options, settings_option
+from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
+from evapp.train.settings import TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
+
 
 
 @click.command(short_help="Record labelled takes of your own gestures, guided by prompts.")
@@ -68,4 +70,32 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
         source.close()
 
 
-COMMANDS = (collect,)
+@click.command(short_help="Adapt a model to your recordings from 'evapp collect', on the CPU in minutes.")
+@click.argument("base", metavar="BASE")
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="A folder written by 'evapp collect' (repeat for more); its classes become the model's.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="models/NAME",
+              help="Folder of the new artifact (under models/ it is found by name).")
+@settings_option(FinetuneSettings, "trainable", "--train", type=click.Choice(TRAINABLE),
+                 help="What is trained: the classifier, the last block and the classifier, or every weight.")
+@settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500))
+@settings_option(FinetuneSettings, "lr", "--lr", type=click.FloatRange(min=0, min_open=True, max=1),
+                 help="Peak learning rate (AdamW, cosine schedule).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
+@click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
+def finetune(base, data_dirs, out_dir, trainable, epochs, lr, seed, threads, force) -> None:
+    """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
+    weights, model card with its lineage, held-out metrics and a confusion PNG)."""
+    from pathlib import Path
+
+    from evapp.train.finetune import finetune as run_finetune
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(f"{out} already exists; pass --force to replace it.")
+    settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable, epochs, lr, seed=seed, threads=threads)
+    print_json(run_finetune(settings))
+
+
+COMMANDS = (collect, finetune)

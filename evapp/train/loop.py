@@ -187,8 +187,12 @@ class Checkpoint:
             raise InputError(f"Cannot resume: {self.path} does not exist.") from None
 
 
-def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | None = None, progress=True) -> dict:
-    """Train; returns the final metrics. Writes metrics.jsonl, last.pt and best.safetensors to ``settings.out``."""
+def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | None = None, progress=True,
+          model=None) -> dict:
+    """Train; returns the final metrics. Writes metrics.jsonl, last.pt and best.safetensors to ``settings.out``.
+
+    ``model``: an initialised model to train instead of building ``settings.model`` (fine-tuning; its parameters
+    with ``requires_grad`` off stay as they are)."""
     from safetensors.torch import save_file
 
     from evapp.engine.loading import load_weights_into
@@ -207,8 +211,9 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     if settings.events_per_frame:
         overrides["events_per_frame"] = settings.events_per_frame
     torch.manual_seed(settings.seed)  # the initial weights
-    model = create_model(settings.model, **overrides)
-    if start is not None and not resume:
+    given = model is not None
+    model = model if given else create_model(settings.model, **overrides)
+    if start is not None and not resume and not given:
         load_weights_into(model, start.path, settings.model)
         log.info("starting from the weights in %s", settings.init)
     model = model.to(device)
@@ -251,7 +256,9 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
         windows = _epoch_windows(settings, prepared, T, epoch)
         mine = windows[rank::world][: steps_per_epoch * settings.batch_size]
         net.train()
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{settings.epochs}", progress and rank == 0)
+        last = final.get("test_clip_accuracy")
+        held_out = "" if last is None else f", test {100 * last:.1f} %"
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{settings.epochs}{held_out}", progress and rank == 0)
         seen, loss_sum, correct = 0, 0.0, 0
         for i in range(steps_per_epoch):
             batch = mine[i * settings.batch_size : (i + 1) * settings.batch_size]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TRAINABLE = ("head", "last", "all")  # what `evapp finetune --train` trains
+
 
 @dataclass
 class TrainSettings:
@@ -37,3 +39,20 @@ class TrainSettings:
     model_overrides: dict = field(default_factory=dict)
     threads: int | None = None
     init: str | None = None  # weights (.safetensors, or a run or artifact folder) to start from: fine-tuning
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """``evapp finetune``'s settings; the defaults are the ones measured on the README's newcomer scenario."""
+
+    base: str
+    data: tuple[str, ...]
+    out: str
+    trainable: str = "all"
+    epochs: int = 6
+    lr: float = 1e-3
+    batch_size: int = 16
+    windows_per_gesture: int = 8
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"

@@ -1,0 +1,241 @@
+"""``evapp finetune``: adapt an artifact to the takes of one or more ``evapp collect`` folders, on the CPU.
+
+- Classes: the union of the folders' class lists, in order. A class the base knows keeps its classifier row; a new
+  name gets a new row (the layer's own initialisation); a base class no folder lists is dropped.
+- Data: every finished take (``session.json``), framed exactly as live with the base's frame contract. The last take
+  of each class (by take number, over all folders) is held out: it validates each epoch and picks the weights.
+- What is trained (``head``: the classifier; ``last``: the last block and the classifier; ``all``), the learning
+  rate and the epochs have defaults measured on the README's newcomer scenario.
+- The decoder's idle threshold and motion floor are recalibrated on the user's own pauses.
+- The result is a full artifact: config, weights, a model card with the lineage, the held-out metrics and a
+  confusion PNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from evapp.errors import InputError
+from evapp.train.data import FramedTrial, Trial, frame_trial
+from evapp.train.settings import TRAINABLE, FinetuneSettings
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class Collection:
+    """The takes of the data folders: class list, (trial, take number, class name) and per-folder facts."""
+
+    class_names: tuple[str, ...]
+    takes: list[tuple[Trial, int, str]]
+    folders: list[dict]
+
+
+def read_collections(folders) -> Collection:
+    from evapp.collect.session import SessionRecord
+
+    names: list[str] = []
+    takes: list[tuple[Trial, int, str]] = []
+    facts = []
+    for i, folder in enumerate(folders):
+        folder = Path(folder)
+        if not (folder / "session.json").is_file():
+            raise InputError(f"{folder} is not an 'evapp collect' folder (no session.json).")
+        record = SessionRecord.load(folder)
+        if not record.takes:
+            raise InputError(f"{folder} holds no finished take.")
+        for name in record.plan.classes:
+            if name not in names:
+                names.append(name)
+        for take in record.takes:
+            path = folder / take["file"]
+            if not path.is_file():
+                raise InputError(f"{folder}/session.json lists {take['file']}, which is missing.")
+            takes.append((Trial(path, "train"), i * 100_000 + take["take"], take["class_name"]))
+        facts.append({"folder": str(folder), "takes": len(record.takes), "camera": record.camera,
+                      "geometry": record.geometry,
+                      "gesture_s": round(sum(t["duration_s"] for t in record.takes), 1)})
+    return Collection(tuple(names), takes, facts)
+
+
+def held_out_split(collection: Collection) -> tuple[list[Trial], list[Trial]]:
+    """(training takes, held-out takes): the last take of each class is held out when the class has two or more."""
+    last: dict[str, tuple[int, Trial]] = {}
+    counts: dict[str, int] = {}
+    for trial, number, name in collection.takes:
+        counts[name] = counts.get(name, 0) + 1
+        if name not in last or number > last[name][0]:
+            last[name] = (number, trial)
+    held = {id(t) for name, (_, t) in last.items() if counts[name] >= 2}
+    train = [t for t, _, _ in collection.takes if id(t) not in held]
+    test = [t for t, _, _ in collection.takes if id(t) in held]
+    return train, test
+
+
+def classifier(model) -> torch.nn.Linear:
+    """The model's classifier: its last Linear layer with one output per class."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.cfg.num_classes]
+    if not linears:
+        raise InputError(f"{model.cfg.name} has no classifier layer with {model.cfg.num_classes} outputs.")
+    return linears[-1]
+
+
+def adapted_model(base_model, class_names: tuple[str, ...]):
+    """A copy of ``base_model`` answering ``class_names``: every weight the base has, classifier rows by name."""
+    from evapp.nets import create_model
+
+    cfg = dataclasses.replace(base_model.cfg, num_classes=len(class_names), class_names=tuple(class_names))
+    torch.manual_seed(0)  # the new rows' initialisation
+    model = create_model(cfg)
+    base_head, head = classifier(base_model), classifier(model)
+    head_names = {n for n, p in model.named_parameters() if any(p is q for q in head.parameters())}
+    state = {k: v for k, v in base_model.state_dict().items() if k not in head_names}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert set(missing) == head_names and not unexpected, (missing, unexpected)
+    base_names = list(base_model.cfg.class_names)
+    with torch.no_grad():
+        for row, name in enumerate(class_names):
+            if name in base_names:
+                head.weight[row] = base_head.weight[base_names.index(name)]
+                head.bias[row] = base_head.bias[base_names.index(name)]
+    return model
+
+
+def set_trainable(model, trainable: str) -> int:
+    """Freeze all but what ``trainable`` names; returns the parameters left to train. ``last``: the classifier and
+    the parameters registered after the last block's start (the last quarter of the parameter tensors)."""
+    if trainable not in TRAINABLE:
+        raise InputError(f"--train {trainable!r}: choose one of {', '.join(TRAINABLE)}.")
+    params = list(model.named_parameters())
+    head = {id(p) for p in classifier(model).parameters()}
+    keep_from = {"all": 0, "last": int(len(params) * 0.75), "head": len(params)}[trainable]
+    for i, (_, p) in enumerate(params):
+        p.requires_grad_(i >= keep_from or id(p) in head)
+    return sum(p.numel() for _, p in params if p.requires_grad)
+
+
+def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
+    """Fine-tune ``settings.base`` on the data folders and write the artifact to ``settings.out``."""
+    from safetensors.torch import load_file
+
+    from evapp.binning import FrameSpec
+    from evapp.decoder import DecoderSettings
+    from evapp.engine.artifact import Preprocessing, write_artifact
+    from evapp.engine.loading import load
+    from evapp.machine import describe_machine
+    from evapp.train.loop import Prepared, command_line, evaluate_clips, train
+    from evapp.train.package import idle_rate_threshold, motion_floor
+    from evapp.train.settings import TrainSettings
+
+    started = time.perf_counter()
+    base = load(settings.base)
+    if base.artifact is None:
+        raise InputError(f"{settings.base} is not a trained artifact; fine-tune one of 'evapp models'.")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    collection = read_collections(settings.data)
+    names = collection.class_names
+    train_trials, test_trials = held_out_split(collection)
+    pre = base.artifact.preprocessing
+    spec = FrameSpec(pre.frames.input_size, pre.frames.events_per_frame, pre.frames.mode,
+                     pre.frames.reference_px_per_input_px)
+    T = pre.T
+    framed_train = [frame_trial(t, spec, T, class_names=names) for t in train_trials]
+    framed_test = [frame_trial(t, spec, T, class_names=names) for t in test_trials]
+    _check_enough(framed_train, T, spec)
+    model = adapted_model(base.model, names)
+    trained_params = set_trainable(model, settings.trainable)
+    out = Path(settings.out)
+    run_dir = out / "run"
+    train_settings = TrainSettings(model=model.cfg.name, data=",".join(settings.data), out=str(run_dir),
+                                   epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                                   warmup_epochs=0.5, windows_per_gesture=settings.windows_per_gesture,
+                                   mixup=False, seed=settings.seed, device=settings.device,
+                                   init=str(base.artifact.folder))
+    final = train(train_settings, prepared=Prepared(framed_train, framed_test, spec, T), progress=progress,
+                  model=model)
+    if (run_dir / "best.safetensors").is_file():
+        model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
+    model.eval()
+    held = evaluate_clips(model, framed_test, T, torch.device("cpu")) if framed_test else None
+    decoder = DecoderSettings.from_dict({**base.artifact.decoder, "idle_below_fps": idle_rate_threshold(framed_train),
+                                         "idle_floor_fps": motion_floor(framed_train)}).to_dict()
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds = round(time.perf_counter() - started, 1)
+    import sys
+
+    lineage = {"base": str(base.artifact.folder), "base_classes": list(base.model.cfg.class_names),
+               "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
+               "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": settings.epochs,
+               "lr": settings.lr, "base_training": base.artifact.training}
+    metrics = {"data_kind": "user recordings (evapp collect)", "held_out_takes": len(framed_test)}
+    if held is not None:
+        metrics.update(clip_accuracy=round(held["clip_accuracy"], 4), clips=held["clips"],
+                       per_class_accuracy=held["per_class_accuracy"])
+    training = {"command": lineage["command"], "finetune": lineage, "epochs_run": len(history),
+                "train_seconds": final.get("train_seconds"), "history": history}
+    png = out / "confusion.png"
+    card = finetune_card(out.name, model.cfg, lineage, metrics, history, png.name if held else None, names)
+    write_artifact(out, model, Preprocessing(spec, T, names), policy=base.artifact.policy, decoder=decoder,
+                   metrics=metrics, training=training, card=card)
+    if held is not None:
+        from evapp.evaluate import confusion_matrix_png
+
+        confusion_matrix_png(held["confusion"], list(names), png,
+                             title=f"{out.name}: held-out takes ({held['clips']} clips)",
+                             footer="rows: labelled class, columns: class answered")
+    return {"artifact": str(out), "classes": list(names), "train_takes": len(framed_train),
+            "held_out_takes": len(framed_test), "held_out_clip_accuracy": metrics.get("clip_accuracy"),
+            "trainable": settings.trainable, "parameters_trained": trained_params, "seconds": seconds,
+            "decoder": {k: decoder[k] for k in ("idle_below_fps", "idle_floor_fps")}}
+
+
+def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
+    from evapp.train.data import evaluation_windows
+
+    if not evaluation_windows(trials, T):
+        raise InputError(f"No take lasts {T} frames of {spec.events_per_frame} events: record longer takes "
+                         "(--take-s) or more movement.")
+
+
+def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, png: str | None, names) -> str:
+    base_names = set(lineage["base_classes"])
+    kept = [n for n in names if n in base_names]
+    new = [n for n in names if n not in base_names]
+    dropped = [n for n in lineage["base_classes"] if n not in names]
+    lines = [f"# {name}: model card (fine-tuned)", "",
+             f"Fine-tuned from `{lineage['base']}` (architecture `{cfg.name}`, T = {cfg.T}, N = {cfg.events_per_frame})"
+             f" on the user's own recordings by `{lineage['command']}`, {lineage['finished']}, {lineage['seconds']} s "
+             f"on {lineage['machine']}.", "",
+             f"- classes ({len(names)}): {', '.join(names)}",
+             f"- kept from the base: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'}; "
+             f"dropped: {', '.join(dropped) or 'none'}",
+             f"- trained: `{lineage['trainable']}` ({lineage['parameters_trained']:,} parameters), "
+             f"{lineage['epochs']} epochs, learning rate {lineage['lr']}", "", "## Data", ""]
+    for f in lineage["data"]:
+        lines.append(f"- `{f['folder']}`: {f['takes']} takes, {f['gesture_s']} s of gestures, camera "
+                     f"`{f['camera']}` {'x'.join(map(str, f['geometry']))}")
+    lines += ["", "## Held-out takes (the last take of each class)", ""]
+    if "clip_accuracy" in metrics:
+        lines.append(f"Clip accuracy **{100 * metrics['clip_accuracy']:.1f} %** of {metrics['clips']} clips "
+                     f"({metrics['held_out_takes']} takes).")
+        lines += ["", "| class | accuracy |", "|---|---|"]
+        lines += [f"| {n} | {100 * a:.1f} % |" for n, a in zip(names, metrics["per_class_accuracy"], strict=True)]
+        if png:
+            lines += ["", f"![confusion matrix]({png})"]
+    else:
+        lines.append("No class had two takes: nothing was held out.")
+    lines += ["", "## Learning curve", "", "| epoch | train loss | held-out clip accuracy |", "|---|---|---|"]
+    for h in history:
+        acc = h.get("test_clip_accuracy")
+        lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {'' if acc is None else f'{100 * acc:.1f} %'} |")
+    return "\n".join(lines) + "\n"

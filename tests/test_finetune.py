@@ -1,0 +1,144 @@
+"""``evapp finetune`` on a collect folder: class rows kept by name, new ones added, the loss falls, the artifact is
+complete (card with lineage, held-out metrics, confusion PNG) and runs with its own classes in eval-stream, replay
+and the window."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from evapp.binning import FrameSpec
+from evapp.cli.main import main
+from evapp.collect.protocol import CollectPlan, Take
+from evapp.collect.session import SessionRecord
+from evapp.engine.artifact import Preprocessing, read_artifact, write_artifact
+from evapp.events import GESTURE_CLASSES, LabelInterval
+from evapp.nets import create_model
+from evapp.simulate.sequence import render_performance
+from evapp.sources.aedat3 import write_class_names, write_labels_csv
+from evapp.sources.aedat4 import write_aedat4
+from evapp.train.finetune import adapted_model, classifier
+from tests.conftest import json_lines
+
+BASE_CLASSES = ("hand_clapping", "right_hand_wave", "left_hand_wave")
+DATA_CLASSES = ("right_hand_wave", "arm_roll", "hand_clapping")  # one kept row moved, one new, one dropped
+N, T = 150, 3
+
+
+def tiny_base(folder) -> None:
+    torch.manual_seed(1)
+    model = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
+                         input_size=(32, 32), T=T, events_per_frame=N)
+    frames = FrameSpec((32, 32), N, reference_px_per_input_px=16.0)  # a DVS128 onto 32x32: 4x4 pixels each
+    write_artifact(folder, model, Preprocessing(frames, T, BASE_CLASSES), policy="persistent")
+
+
+def collect_folder(folder, takes_per_class: int = 3, seed: int = 0) -> None:
+    """What 'evapp collect' writes: a take per file (pause, gesture, pause), labels CSV, classes.json, session.json."""
+    plan = CollectPlan(DATA_CLASSES, takes_per_class, take_s=1.0, pause_s=0.4, countdown_s=0.0, seed=seed)
+    folder.mkdir(parents=True)
+    write_class_names(folder, plan.classes)
+    record = SessionRecord(plan, "simulated", [128, 128])
+    for take in plan.schedule():
+        events, labels, geometry = render_performance(GESTURE_CLASSES.index(take.class_name), seed * 1000 + take.index,
+                                                      (128, 128), gesture_s=1.0, pause_s=0.4, subject_seed=7)
+        lab = LabelInterval(take.class_id, labels[0].start_us, labels[0].end_us)
+        t0 = 1_000_000 * (take.index + 1)
+        events["timestamp"] += t0
+        write_aedat4(folder / f"{take.stem}.aedat4", events, geometry)
+        write_labels_csv(folder / f"{take.stem}_labels.csv", [lab], t0_us=t0)
+        record.takes.append({"type": "take", "take": take.index + 1, "round": take.round + 1,
+                             "class_id": take.class_id, "class_name": take.class_name, "file": f"{take.stem}.aedat4",
+                             "events": int(events.shape[0]), "start_us": lab.start_us + t0, "end_us": lab.end_us + t0,
+                             "duration_s": (lab.end_us - lab.start_us) / 1e6})
+    record.save(folder)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    tiny_base(root / "models" / "tiny-base")
+    collect_folder(root / "takes")
+    out = root / "models" / "mine"
+    os.environ["EVAPP_MODELS"] = str(root / "models")
+    try:
+        code = main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(out),
+                     "--epochs", "4", "--lr", "3e-3", "--threads", "1"])
+    finally:
+        del os.environ["EVAPP_MODELS"]
+    assert code == 0
+    return root, out
+
+
+def test_classifier_rows_are_kept_by_name_and_new_classes_get_new_rows():
+    torch.manual_seed(2)
+    base = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
+                        input_size=(32, 32), T=T, events_per_frame=N)
+    model = adapted_model(base, DATA_CLASSES)
+    old, new = classifier(base), classifier(model)
+    assert model.cfg.class_names == DATA_CLASSES and new.out_features == 3
+    for row, name in enumerate(DATA_CLASSES):
+        if name in BASE_CLASSES:
+            torch.testing.assert_close(new.weight[row], old.weight[BASE_CLASSES.index(name)])
+        else:
+            assert not any(torch.equal(new.weight[row], w) for w in old.weight)
+    base_state, state = base.state_dict(), model.state_dict()
+    head = {"fc.weight", "fc.bias"}
+    assert all(torch.equal(base_state[k], state[k]) for k in state if k not in head)
+
+
+def test_finetune_writes_a_complete_artifact_and_the_loss_falls(tuned):
+    root, out = tuned
+    artifact = read_artifact(out)
+    assert artifact.config.class_names == DATA_CLASSES and artifact.preprocessing.class_names == DATA_CLASSES
+    history = artifact.training["history"]
+    assert len(history) == 4 and history[-1]["train_loss"] < history[0]["train_loss"]
+    lineage = artifact.training["finetune"]
+    assert lineage["base"].endswith("tiny-base") and lineage["data"][0]["takes"] == 9
+    assert artifact.metrics["held_out_takes"] == 3  # the last take of each class
+    assert 0 <= artifact.metrics["clip_accuracy"] <= 1 and len(artifact.metrics["per_class_accuracy"]) == 3
+    card = (out / "README.md").read_text()
+    assert "new: arm_roll" in card and "dropped: left_hand_wave" in card and "confusion.png" in card
+    assert (out / "confusion.png").stat().st_size > 1000
+    assert artifact.decoder["idle_below_fps"] >= 0 and "idle_floor_fps" in artifact.decoder
+
+
+def test_the_tuned_artifact_runs_with_its_classes_in_eval_stream_and_replay(tuned, monkeypatch, capsys):
+    root, out = tuned
+    monkeypatch.setenv("EVAPP_MODELS", str(root / "models"))
+    take = sorted((root / "takes").glob("take-*.aedat4"))[0]
+    assert main(["eval-stream", str(take), "--model", "mine", "--json",
+                 "--confusion", str(root / "c.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_names"] == list(DATA_CLASSES) and report["gestures"] == 1
+    assert np.asarray(report["confusion"]).shape == (3, 4)
+    assert main(["replay", str(take), "--model", str(out), "--headless", "--max-speed"]) == 0
+    lines = json_lines(capsys.readouterr().out)
+    shown = {x["decision"]["class_name"] for x in lines if x.get("type") == "prediction"}
+    assert shown <= set(DATA_CLASSES) | {"idle"} and lines[-1]["type"] == "summary"
+
+
+def test_eval_stream_scores_a_class_the_model_does_not_know_as_missed(tuned, monkeypatch, capsys):
+    root, _ = tuned
+    monkeypatch.setenv("EVAPP_MODELS", str(root / "models"))
+    take = next(p for p in sorted((root / "takes").glob("take-*_arm_roll.aedat4")))
+    assert main(["eval-stream", str(take), "--model", "tiny-base", "--json", "--confusion", str(root / "d.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_names"] == [*BASE_CLASSES, "arm_roll"]  # the model's classes, then the unknown one
+    assert np.asarray(report["confusion"]).shape == (4, 4) and report["missed_gestures"] == 1
+
+
+def test_finetune_refuses_what_is_not_a_collect_folder(tmp_path, capsys):
+    tiny_base(tmp_path / "base")
+    (tmp_path / "empty").mkdir()
+    assert main(["finetune", str(tmp_path / "base"), "--data", str(tmp_path / "empty"), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "not an 'evapp collect' folder" in capsys.readouterr().err
+
+
+def test_take_stems_name_the_files():
+    assert Take(6, 1, 2, "wave").stem == "take-007_wave"
