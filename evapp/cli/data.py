@@ -72,10 +72,11 @@ def cameras() -> None:
 @click.command(short_help="Write synthetic gesture recordings or a dataset.")
 @click.argument("out")
 @click.option("--classes", default="all", show_default=True,
-              help="Gestures in order: 'all', or 0-based ids / names separated by commas.")
+              help="Gestures in order: 'all' (the 11), or 0-based ids / names separated by commas "
+                   "(11 = both_arms_raise).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
 @click.option("--resolution", callback=parse_resolution, default="128x128", show_default=True,
-              help="Sensor size WxH (128x128 DVS128, 640x480 DVXplorer).")
+              help="Sensor size WxH (128x128 DVS128, 320x240 DVXplorer Lite, 640x480 DVXplorer).")
 @click.option("--gesture-s", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
               help="Seconds per gesture.")
 @click.option("--pause-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -99,10 +100,18 @@ def cameras() -> None:
               help="Dataset: draw each trial's contrast threshold and noise rate at random (robust training sets).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Dataset: trials rendered in parallel processes (default: all cores; same files as one).")
+@click.option("--person", type=click.Choice(["newcomer"]),
+              help="Recording: a preset person, room and sensor outside the training sets' ranges "
+                   "(newcomer: 0.3 threshold, 0.5 Hz noise, 100 Hz lamp flicker).")
+@click.option("--subject-seed", type=int, help="Recording: who performs (default --seed); --seed is how.")
 @click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, threshold, noise_hz, t0_us,
-             compression, dataset, users, lightings, train_users, split, vary_sensor, workers, force) -> None:
-    """Synthetic DVS gesture streams: an .aedat4 + labels CSV, or a DVS128-Gesture-layout dataset folder."""
+             compression, dataset, users, lightings, train_users, split, vary_sensor, workers, person, subject_seed,
+             force) -> None:
+    """Synthetic DVS gesture streams: an .aedat4 + labels CSV, or a DVS128-Gesture-layout dataset folder.
+
+    --classes takes DVS128 Gesture's 11 classes and both_arms_raise (id 11, none of them); a recording with
+    it gets a classes.json beside its labels CSV (the list its 1-based class numbers index)."""
     from pathlib import Path
 
     from evapp.simulate.writers import simulate_main
@@ -119,7 +128,8 @@ def simulate(out, classes, seed, resolution, gesture_s, pause_s, lighting, fps, 
                                 lightings=tuple(x for x in lightings.split(",") if x), train_users=train_users,
                                 lighting=lighting, fps=fps, threshold=threshold, noise_hz=noise_hz, t0_us=t0_us,
                                 progress=lambda msg: log.info("%s", msg), compression=compression,
-                                vary_sensor=vary_sensor, split=split, workers=workers or os.cpu_count() or 1)
+                                vary_sensor=vary_sensor, split=split, workers=workers or os.cpu_count() or 1,
+                                person=person, subject_seed=subject_seed)
     print_json(summary)
 
 

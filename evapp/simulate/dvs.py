@@ -59,6 +59,9 @@ class DvsPixelArray:
         self.last_t = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
         self.t_prev = 0
         self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._offset_range: tuple[float, float] | None = None
+        self._offset_prev = 0.0
+        self._excitable: np.ndarray | None = None
 
     def reset(self, frame: np.ndarray, t_us: int, log_offset: float = 0.0) -> None:
         """Start from ``frame`` (uint8) at ``t_us``; references sit at random points inside their dead band."""
@@ -69,6 +72,27 @@ class DvsPixelArray:
         self.prev_log = log
         self.prev_frame = flat.copy()
         self.t_prev = int(t_us)
+        self._offset_prev = float(log_offset)
+        if self._offset_range is not None:
+            self._excitable = self._can_fire(self._all, flat)
+
+    def set_offset_range(self, lo: float, hi: float) -> None:
+        """Promise that every later global ``log_offset`` lies in ``[lo, hi]`` (a flickering lamp).
+
+        :meth:`step` with an offset then only visits the pixels whose frame value changed or that can reach a
+        threshold somewhere in that range from their reference; the others cannot fire, and their reference
+        does not move, so skipping them changes no event (it saves most of the work when the flicker swing is
+        below most pixels' thresholds)."""
+        self._offset_range = (float(lo), float(hi))
+        if self.ref is not None:
+            self._excitable = self._can_fire(self._all, self.prev_frame)
+
+    def _can_fire(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        lo, hi = self._offset_range
+        base = self.lut[values] - self.ref[rows]  # values: the frame's values at ``rows``
+        margin = np.float32(1e-4)  # float32 rounding: err towards visiting a pixel
+        return (base + np.float32(hi) >= self.th_on[rows] - margin) | (
+            base + np.float32(lo) <= margin - self.th_off[rows])
 
     def step(self, frame: np.ndarray, t_us: int, log_offset: float | None = None) -> None:
         """Advance to ``frame`` rendered at ``t_us``; events go to an internal buffer (see :meth:`take`)."""
@@ -77,16 +101,24 @@ class DvsPixelArray:
         if log_offset is None:
             changed = np.flatnonzero(flat != self.prev_frame)
             cur = self.lut[flat[changed]]
+        elif self._excitable is not None:  # flicker within a promised range: changed or excitable pixels only
+            changed = np.flatnonzero((flat != self.prev_frame) | self._excitable)
+            self.prev_log[changed] = self.lut[self.prev_frame[changed]] + np.float32(self._offset_prev)
+            cur = self.lut[flat[changed]] + np.float32(log_offset)
         else:  # global lighting change: every pixel moves
             changed = None
             cur = self.lut[flat] + np.float32(log_offset)
         self._fire(changed, cur, t_us)
+        if log_offset is not None:
+            self._offset_prev = float(log_offset)
         if changed is None:
             self.prev_log = cur
             self.prev_frame[:] = flat
         else:
             self.prev_log[changed] = cur
             self.prev_frame[changed] = flat[changed]
+            if log_offset is not None:  # the references of the visited pixels moved: can they fire again?
+                self._excitable[changed] = self._can_fire(changed, flat[changed])
         self.t_prev = t_us
 
     def _fire(self, changed: np.ndarray | None, cur: np.ndarray, t_us: int) -> None:
@@ -153,9 +185,24 @@ class DvsPixelArray:
         return t, (x + x0).astype(np.int16), (y + y0).astype(np.int16), p
 
 
+def hot_pixels(npx: int, params: DvsParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sensor's hot pixels: (flat indices, rates in Hz, the polarity each fires mostly); none when the
+    fraction is 0, else at least one."""
+    if params.hot_pixel_fraction <= 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool)
+    n_hot = max(1, int(round(params.hot_pixel_fraction * npx)))
+    hot = rng.choice(npx, n_hot, replace=False)
+    rates = rng.uniform(*params.hot_pixel_rate_hz, n_hot)
+    return hot, rates, rng.uniform(0.0, 1.0, n_hot) < 0.5
+
+
 def noise_events(width: int, height: int, t_start: int, t_end: int, params: DvsParams,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Background-activity noise (Poisson per pixel) plus a few hot pixels over [t_start, t_end) µs."""
+                 rng: np.random.Generator, hot: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Background-activity noise (Poisson per pixel) plus a few hot pixels over [t_start, t_end) µs.
+
+    The hot pixels are drawn from ``rng`` after the noise unless ``hot`` (from :func:`hot_pixels`) gives
+    them: a stream rendered in chunks passes the same ``hot`` to every chunk."""
     dur = max(0, int(t_end) - int(t_start))
     npx = width * height
     n = int(rng.poisson(params.noise_rate_hz * npx * dur * 1e-6))
@@ -163,10 +210,9 @@ def noise_events(width: int, height: int, t_start: int, t_end: int, params: DvsP
     flat = rng.integers(0, npx, n)
     p = rng.integers(0, 2, n).astype(np.int8)
     if params.hot_pixel_fraction > 0:
-        n_hot = max(1, int(round(params.hot_pixel_fraction * npx)))
-        hot = rng.choice(npx, n_hot, replace=False)
-        rates = rng.uniform(*params.hot_pixel_rate_hz, n_hot)
-        bias = rng.uniform(0.0, 1.0, n_hot) < 0.5  # each hot pixel fires mostly one polarity
+        # each hot pixel fires mostly one polarity (bias)
+        hot, rates, bias = hot_pixels(npx, params, rng) if hot is None else hot
+        n_hot = hot.shape[0]
         counts = rng.poisson(rates * dur * 1e-6)
         hp = np.repeat(np.arange(n_hot), counts)
         ht = rng.integers(t_start, max(t_end, t_start + 1), hp.shape[0], dtype=np.int64)

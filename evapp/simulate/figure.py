@@ -31,20 +31,17 @@ import numpy as np
 
 from evapp.events import GESTURE_CLASSES
 
+# The scene lives in its own module; these names stay importable from here.
+from evapp.simulate.scene import LIGHTINGS, Placement, make_background, render_background  # noqa: F401
+
 N_CLASSES = len(GESTURE_CLASSES)
+# Motions the simulator can perform: ids 0..10 are DVS128 Gesture's classes, 11 is a motion none of them is
+# (for fine-tuning and open-set tests): both arms raised overhead and lowered to shoulder height, periodically.
+SIM_MOTIONS = (*GESTURE_CLASSES, "both_arms_raise")
 RIGHT, LEFT = -1, 1  # image side of the subject's right / left arm (the subject faces the camera)
 SHIFT = 4  # cv2 fixed-point bits: coordinates are drawn with 1/16 pixel precision
 _FIX = 1 << SHIFT
 _DEG = np.pi / 180.0
-
-# Lighting presets of DVS128 Gesture's trial names: (global gain, texture contrast factor).
-LIGHTINGS = {
-    "fluorescent": (1.0, 1.0),
-    "fluorescent_led": (1.1, 1.0),
-    "lab": (0.8, 1.1),
-    "led": (1.2, 0.9),
-    "natural": (0.65, 1.3),
-}
 
 
 @dataclass(frozen=True)
@@ -161,16 +158,20 @@ def ik(subject: Subject, side: int, hx: np.ndarray, hy: np.ndarray, dx=0.0, dy=0
 
 
 def gesture_pose(class_id: int, t: np.ndarray, subject: Subject, rng: np.random.Generator) -> Pose:
-    """Joint tracks of one gesture class over times ``t`` (s from the gesture's start), before blending.
+    """Joint tracks of one motion (an index into ``SIM_MOTIONS``) over times ``t`` (s from its start), before
+    blending.
 
     Arms not involved in a class are left out of ``Pose.arms`` (they keep the rest pose). Random speed
-    (period), amplitude and details come from ``rng``.
+    (period), amplitude and details come from ``rng``; the draws do not depend on ``t``'s length, so the same
+    ``rng`` state gives the same motion for any slice of times (the live performer renders it in chunks).
     """
     n = t.shape[0]
     one = np.ones(n)
     pose = Pose(dx=np.zeros(n), dy=np.zeros(n))
     sub = subject
-    name = GESTURE_CLASSES[class_id]
+    if not 0 <= int(class_id) < len(SIM_MOTIONS):
+        raise ValueError(f"motion {class_id} is out of range 0..{len(SIM_MOTIONS) - 1}")
+    name = SIM_MOTIONS[int(class_id)]
     if name == "hand_clapping":
         period = rng.uniform(0.45, 0.8)
         c = 0.5 - 0.5 * np.cos(2 * np.pi * t / period)  # 1 = hands together
@@ -239,8 +240,14 @@ def gesture_pose(class_id: int, t: np.ndarray, subject: Subject, rng: np.random.
             hx = hx0 + side * _smooth_noise(t, rng, 0.18 * sub.scale, 0.4, 1.5, k=4)
             hy = hy0 + _smooth_noise(t, rng, 0.18 * sub.scale, 0.4, 1.5, k=4)
             pose.arms[side] = ik(sub, side, hx, hy)
-    else:  # pragma: no cover - GESTURE_CLASSES has exactly the names above
-        raise ValueError(f"unknown gesture class {class_id}")
+    else:  # both_arms_raise: elbows from about shoulder height (hands up, elbows bent) to overhead and back
+        period = rng.uniform(1.2, 1.8)
+        low_a1, high_a1 = rng.uniform(60, 80), rng.uniform(158, 170)
+        for side in (RIGHT, LEFT):
+            c = 0.5 - 0.5 * np.cos(2 * np.pi * t / period + rng.uniform(-0.15, 0.15))  # 1 = overhead
+            a1 = low_a1 + (high_a1 - low_a1) * c
+            pose.arms[side] = {"a1": a1, "a2": a1 + rng.uniform(80, 95) * (1 - c) + rng.uniform(5, 15) * c,
+                               "f1": one, "f2": one}
     return pose
 
 
@@ -267,68 +274,6 @@ def blend_gesture(rest: Pose, gesture: Pose, t: np.ndarray, duration: float, ram
         for key in ("f1", "f2"):
             arm[key] = arm[key] + w * (tracks[key] - arm[key])
     return rest
-
-
-def make_background(rng: np.random.Generator, lighting: str | None = None) -> tuple[np.ndarray, float]:
-    """A low-contrast static texture over u in [-0.5, 1.5], v in [0, 1] (512x256 grid, float 0-255).
-
-    Returned at lighting gain 1 (the renderer applies the gain) with its mean level; the lighting preset
-    only changes the texture's contrast here.
-    """
-    _gain, contrast = LIGHTINGS.get(lighting or "fluorescent", (1.0, 1.0))
-    level = float(rng.uniform(50, 100))
-    h, w = 256, 512
-    tex = np.zeros((h, w), np.float32)
-    for sigma, amp in ((24.0, 0.08), (6.0, 0.04), (1.5, 0.025)):
-        noise = rng.standard_normal((h, w)).astype(np.float32)
-        noise = cv2.GaussianBlur(noise, (0, 0), sigma)
-        noise /= max(float(noise.std()), 1e-6)
-        tex += amp * contrast * noise
-    for _ in range(int(rng.integers(2, 6))):  # furniture, door frames: faint rectangles
-        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 20))
-        x1, y1 = x0 + int(rng.integers(20, 160)), y0 + int(rng.integers(20, 200))
-        tex[y0:y1, x0:x1] += float(rng.uniform(-0.12, 0.12)) * contrast
-    img = level * np.exp(tex)
-    return np.clip(img, 2.0, 250.0).astype(np.float32), level
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the normalised central square lies on a sensor of ``width`` x ``height`` pixels."""
-
-    width: int
-    height: int
-
-    @property
-    def side(self) -> int:
-        return min(self.width, self.height)
-
-    @property
-    def ox(self) -> float:
-        return (self.width - self.side) / 2.0
-
-    @property
-    def oy(self) -> float:
-        return (self.height - self.side) / 2.0
-
-    def to_px(self, u, v):
-        """Normalised scene coordinates -> continuous pixel coordinates (pixel centres at integers)."""
-        return self.ox + np.asarray(u) * self.side - 0.5, self.oy + np.asarray(v) * self.side - 0.5
-
-    def to_norm(self, x, y):
-        return (np.asarray(x) + 0.5 - self.ox) / self.side, (np.asarray(y) + 0.5 - self.oy) / self.side
-
-
-def render_background(texture: np.ndarray, place: Placement) -> np.ndarray:
-    """Sample the normalised background texture at every sensor pixel (float32 0-255)."""
-    x = np.arange(place.width, dtype=np.float32)
-    y = np.arange(place.height, dtype=np.float32)
-    u, v = place.to_norm(x, y)
-    th, tw = texture.shape
-    map_x = np.broadcast_to(((u + 0.5) * (tw / 2.0) - 0.5).astype(np.float32)[None, :], (place.height, place.width))
-    map_y = np.broadcast_to((v * th - 0.5).astype(np.float32)[:, None], (place.height, place.width))
-    return cv2.remap(texture, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REFLECT)
 
 
 def keypoints(subject: Subject, pose: Pose) -> dict[str, tuple[np.ndarray, np.ndarray]]:

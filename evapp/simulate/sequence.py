@@ -9,13 +9,15 @@ first two do not depend on the resolution, so one performance renders identicall
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
+from evapp.events import LabelInterval, SensorGeometry
 from evapp.simulate.dvs import DvsParams, DvsPixelArray, noise_events, pack_sorted
 from evapp.simulate.figure import (
     LIGHTINGS,
+    SIM_MOTIONS,
     FigureRenderer,
     Placement,
     Pose,
@@ -25,6 +27,9 @@ from evapp.simulate.figure import (
     make_background,
     render_background,
 )
+
+if TYPE_CHECKING:
+    from evapp.simulate.person import PersonSettings
 
 _STREAM_SUBJECT, _STREAM_MOTION, _STREAM_PIXELS, _STREAM_NOISE = 1, 2, 3, 4
 
@@ -56,7 +61,9 @@ def _put_pose(pose: Pose, sl: slice, part: Pose) -> None:
 
 def choreography(classes: Sequence[int], seed: int, pause_s: float, gesture_s: float, fps: float,
                  subject: Subject, ramp_s: float = 0.3) -> tuple[np.ndarray, Pose, list[LabelInterval]]:
-    """Frame times (µs), per-frame pose and labels of: pause, gesture, pause, ..., gesture, pause."""
+    """Frame times (µs), per-frame pose and labels of: pause, gesture, pause, ..., gesture, pause.
+
+    ``classes`` are indices into ``SIM_MOTIONS`` (0..10 DVS128 Gesture's, 11 ``both_arms_raise``)."""
     rng = _rng(seed, _STREAM_MOTION)
     dt_us = max(1, int(round(1e6 / fps)))
     pause_us, gesture_us = int(round(pause_s * 1e6)), int(round(gesture_s * 1e6))
@@ -68,8 +75,8 @@ def choreography(classes: Sequence[int], seed: int, pause_s: float, gesture_s: f
     ramp = min(ramp_s, gesture_s / 3)
     for i, cls in enumerate(classes):
         cls = int(cls)
-        if not 0 <= cls < len(GESTURE_CLASSES):
-            raise ValueError(f"gesture class {cls} is out of range 0..{len(GESTURE_CLASSES) - 1}")
+        if not 0 <= cls < len(SIM_MOTIONS):
+            raise ValueError(f"gesture class {cls} is out of range 0..{len(SIM_MOTIONS) - 1}")
         start = pause_us + i * (gesture_us + pause_us)
         end = start + gesture_us
         labels.append(LabelInterval(cls, start, end))
@@ -111,8 +118,10 @@ def simulate_sequence(
     subject_seed: int | None = None,
     params: DvsParams | None = None,
     ramp_s: float = 0.3,
+    person: PersonSettings | None = None,
 ) -> tuple[np.ndarray, list[LabelInterval], SensorGeometry]:
-    """Render a subject performing ``classes`` (0-based ids) in order, with pauses, as DVS events.
+    """Render a subject performing ``classes`` (0-based ids into ``SIM_MOTIONS``) in order, with pauses, as DVS
+    events.
 
     Returns ``(events, labels, geometry)``: events in ``EVENT_DTYPE``, sorted, rebased so that the first
     event is at t = 0; labels (0-based classes, ``[start_us, end_us)``) on that same clock. The result is a
@@ -122,9 +131,11 @@ def simulate_sequence(
     ``max_px_per_frame`` sensor pixels, with at least ``min_fps`` (adaptive sampling as in ESIM, Rebecq et
     al., CoRL 2018: pauses cost little, fast motion and large sensors get more frames; 0 renders all).
     Rendered frames become events through :class:`DvsPixelArray` with ``params`` (default
-    :class:`DvsParams`).
+    :class:`DvsParams`). ``person`` (:class:`~evapp.simulate.person.PersonSettings`) replaces the random
+    subject and background by that person's (picked by ``subject_seed``), and the default ``params`` by its
+    sensor (``person.dvs_params()``); a ``lighting`` then only scales its brightness.
     """
-    params = params or DvsParams()
+    params = params or (person.dvs_params() if person is not None else DvsParams())
     if lighting is not None and lighting not in LIGHTINGS:
         raise ValueError(f"unknown lighting {lighting!r}; choose one of {', '.join(LIGHTINGS)}")
     if fps <= 0 or gesture_s <= 0 or pause_s < 0:
@@ -132,12 +143,15 @@ def simulate_sequence(
     geometry = geometry_for(resolution)
     w, h = geometry.width, geometry.height
     place = Placement(w, h)
-    scene_rng = _rng(seed if subject_seed is None else subject_seed, _STREAM_SUBJECT)
-    texture, level = make_background(scene_rng, lighting)
-    subject = Subject.random(scene_rng, level)
+    if person is None:
+        scene_rng = _rng(seed if subject_seed is None else subject_seed, _STREAM_SUBJECT)
+        texture, level = make_background(scene_rng, lighting)
+        subject = Subject.random(scene_rng, level)
+    else:
+        texture, level, subject = person.scene(seed if subject_seed is None else subject_seed)
     t_us, pose, labels = choreography(classes, seed, pause_s, gesture_s, fps, subject, ramp_s)
 
-    gain = LIGHTINGS.get(lighting or "fluorescent")[0]
+    gain = LIGHTINGS.get(lighting or "fluorescent")[0] * (person.lighting_gain if person is not None else 1.0)
     background = render_background(texture, place)
     flicker = params.flicker_amplitude > 0
     renderer = FigureRenderer(subject, pose, background, place, gain, full_frame=flicker)
@@ -148,6 +162,8 @@ def simulate_sequence(
         offsets = np.log1p(params.flicker_amplitude * np.sin(2 * np.pi * params.flicker_hz * t_us * 1e-6))
         offsets = offsets.tolist()
     bufs = [np.empty_like(renderer.bg_roi), np.empty_like(renderer.bg_roi)]
+    if flicker:  # only pixels the lamp's swing can push over a threshold are visited (same events, faster)
+        pixels.set_offset_range(min(offsets), max(offsets))
     pixels.reset(renderer.frame(0, bufs[0]), int(t_us[0]), offsets[0] if flicker else 0.0)
     frames = select_frames(renderer.motion_px, t_us, max_px_per_frame, min_fps) if not flicker else None
     frames = frames if frames is not None else np.arange(len(t_us))

@@ -17,13 +17,15 @@ import numpy as np
 
 from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
 from evapp.simulate.dvs import DvsParams
-from evapp.simulate.figure import LIGHTINGS
+from evapp.simulate.figure import LIGHTINGS, SIM_MOTIONS
+from evapp.simulate.person import person_by_name
 from evapp.simulate.sequence import _rng, simulate_sequence
 from evapp.sources.aedat3 import labels_path_for, write_aedat3, write_labels_csv
 from evapp.sources.aedat4 import write_aedat4
 
 DATASET_LIGHTINGS = tuple(LIGHTINGS)  # fluorescent, fluorescent_led, lab, led, natural
 SYNTHETIC_MARKER = "evapp_simulate.json"
+CLASSES_JSON = "classes.json"  # a folder's class list: its labels CSVs' 1-based numbers index it
 
 
 def _shifted(events: np.ndarray, t0_us: int) -> np.ndarray:
@@ -40,15 +42,53 @@ def write_recording(path: str | Path, events: np.ndarray, labels: Sequence[Label
     """Write ``events`` to ``path`` (.aedat4, via dv-processing) and ``<stem>_labels.csv`` beside it.
 
     Both are shifted by ``t0_us`` (see the module's clock convention). Returns (aedat4 path, labels path).
+    Labels are ``SIM_MOTIONS`` ids; when one lies past DVS128 Gesture's 11, the folder gets a ``classes.json``
+    naming them (:func:`ensure_class_list`), before anything is written.
     """
     path = Path(path)
     if path.suffix != ".aedat4":
         raise ValueError(f"{path} must end in .aedat4 (dv-processing refuses other extensions)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_class_list(path.parent, sorted({lab.class_id for lab in labels}))
     write_aedat4(path, _shifted(events, t0_us), geometry, camera_name=camera_name, compression=compression)
     labels_path = labels_path_for(path)
     write_labels_csv(labels_path, list(labels), t0_us=t0_us)
     return path, labels_path
+
+
+def ensure_class_list(folder: str | Path, class_ids: Sequence[int]) -> Path | None:
+    """Make ``folder``'s class list name ``class_ids`` (``SIM_MOTIONS`` indices) as ``SIM_MOTIONS`` does.
+
+    Convention: a labels CSV's 1-based class numbers index the JSON list of names in ``classes.json`` in the
+    same folder, and DVS128 Gesture's 11 classes when there is none. The simulator numbers its motions by
+    ``SIM_MOTIONS``, whose first 11 are DVS128 Gesture's: ids 0..10 need no file, and a recording with
+    ``both_arms_raise`` (id 11) gets ``classes.json`` = ``SIM_MOTIONS``. An existing ``classes.json`` is kept
+    when it names every id used here as ``SIM_MOTIONS`` does; otherwise (another tool's class list, e.g. an
+    ``evapp collect`` session's) this raises ValueError and writes nothing, since the new CSV would be read
+    with the wrong names. Returns the class list's path, or None when the folder needs none.
+    """
+    path = Path(folder) / CLASSES_JSON
+    ids = sorted({int(c) for c in class_ids})
+    for c in ids:
+        if not 0 <= c < len(SIM_MOTIONS):
+            raise ValueError(f"class {c} is out of range 0..{len(SIM_MOTIONS) - 1} (SIM_MOTIONS)")
+    if path.exists():
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} exists but is not a readable class list ({exc}); move it away") from None
+        wrong = [c for c in ids if not (isinstance(names, list) and c < len(names) and names[c] == SIM_MOTIONS[c])]
+        if wrong:
+            c = wrong[0]
+            have = repr(names[c]) if isinstance(names, list) and c < len(names) else "nothing"
+            raise ValueError(f"{path} already lists other classes than the simulator's: its class {c + 1} is "
+                             f"{have}, this recording's is {SIM_MOTIONS[c]!r}; write the recording to another "
+                             "folder (or remove that classes.json)")
+        return path
+    if any(c >= len(GESTURE_CLASSES) for c in ids):
+        path.write_text(json.dumps(list(SIM_MOTIONS), indent=1) + "\n", encoding="utf-8")
+        return path
+    return None
 
 
 @dataclass
@@ -186,7 +226,8 @@ def write_dataset(
 
 
 def parse_classes(spec: str | Sequence[int | str] | None) -> list[int]:
-    """Class list from 0-based ids or names (``"0,1,right_hand_wave"``); ``None``/``"all"`` = all 11."""
+    """Motion list from 0-based ids or names (``"0,1,right_hand_wave,both_arms_raise"``), indices into
+    ``SIM_MOTIONS`` (0..10 DVS128 Gesture's classes, 11 ``both_arms_raise``); ``None``/``"all"`` = the 11."""
     if spec is None or spec == "all":
         return list(range(len(GESTURE_CLASSES)))
     items = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -195,12 +236,13 @@ def parse_classes(spec: str | Sequence[int | str] | None) -> list[int]:
         item = str(item).strip()
         if item.isdigit():
             cls = int(item)
-        elif item in GESTURE_CLASSES:
-            cls = GESTURE_CLASSES.index(item)
+        elif item in SIM_MOTIONS:
+            cls = SIM_MOTIONS.index(item)
         else:
-            raise ValueError(f"unknown gesture class {item!r}: use 0..10 or one of {', '.join(GESTURE_CLASSES)}")
-        if not 0 <= cls < len(GESTURE_CLASSES):
-            raise ValueError(f"gesture class {cls} is out of range 0..{len(GESTURE_CLASSES) - 1}")
+            raise ValueError(f"unknown gesture class {item!r}: use 0..{len(SIM_MOTIONS) - 1} or one of "
+                             f"{', '.join(SIM_MOTIONS)}")
+        if not 0 <= cls < len(SIM_MOTIONS):
+            raise ValueError(f"gesture class {cls} is out of range 0..{len(SIM_MOTIONS) - 1}")
         out.append(cls)
     return out
 
@@ -227,12 +269,19 @@ def simulate_main(
     vary_sensor: bool = False,
     split: str = "all",
     workers: int = 1,
+    person: str | None = None,
+    subject_seed: int | None = None,
 ) -> dict:
     """Entry point for ``evapp simulate``: one recording (``out_path`` = .aedat4) or a dataset folder.
 
-    Returns a summary dict (paths, events, duration, events/s, bytes) for the CLI to print.
+    ``person`` (a preset name, ``newcomer``) renders that person, room and sensor (one recording only);
+    ``subject_seed`` picks who (default ``seed``), ``seed`` the choreography. Returns a summary dict (paths,
+    events, duration, events/s, bytes) for the CLI to print.
     """
-    params = DvsParams()
+    settings = person_by_name(person) if person is not None else None
+    if settings is not None and dataset:
+        raise ValueError("--person renders one recording; for more of the same person give other --seed values")
+    params = settings.dvs_params() if settings is not None else DvsParams()
     if threshold is not None or noise_hz is not None:
         params = replace(
             params,
@@ -249,9 +298,14 @@ def simulate_main(
                 "duration_s": info.duration_s, "bytes": size}
     cls = parse_classes(classes)
     events, labels, geometry = simulate_sequence(cls, seed, resolution, pause_s=pause_s, gesture_s=gesture_s,
-                                                 fps=fps, lighting=lighting, params=params)
+                                                 fps=fps, lighting=lighting, params=params, person=settings,
+                                                 subject_seed=subject_seed)
     aedat, csv_path = write_recording(out_path, events, labels, geometry, t0_us=t0_us, compression=compression)
+    classes_json = out_path.parent / CLASSES_JSON
     duration = float(events["timestamp"][-1]) * 1e-6 if events.shape[0] else 0.0
     return {"path": str(aedat), "labels": str(csv_path), "geometry": str(geometry), "events": int(events.shape[0]),
             "duration_s": duration, "events_per_s": events.shape[0] / max(duration, 1e-9),
-            "bytes": aedat.stat().st_size, "classes": [GESTURE_CLASSES[c] for c in cls]}
+            "bytes": aedat.stat().st_size, "classes": [SIM_MOTIONS[c] for c in cls],
+            **({"classes_json": str(classes_json)} if classes_json.exists() else {}),
+            **({"person": person, "subject_seed": seed if subject_seed is None else subject_seed}
+               if person is not None else {})}
