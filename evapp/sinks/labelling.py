@@ -23,15 +23,19 @@ DVS128 Gesture's classes, and a new classes.json would change what they mean). R
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from evapp.errors import InputError
 from evapp.events import GESTURE_CLASSES, LabelInterval
-from evapp.sources.aedat3 import labels_path_for, write_labels_csv
-
-CLASSES_FILE = "classes.json"
+from evapp.sources.aedat3 import (
+    CLASSES_FILE,
+    Aedat3FormatError,
+    labels_path_for,
+    read_class_names,
+    write_class_names,
+    write_labels_csv,
+)
 
 
 class LabellingRefused(InputError):
@@ -43,18 +47,6 @@ def _short(names) -> str:
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
-def read_class_list(path: str | Path) -> tuple[str, ...]:
-    """A classes.json: a JSON list of names (LabellingRefused for anything else)."""
-    path = Path(path)
-    try:
-        names = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LabellingRefused(f"{path} cannot be read as a JSON list of class names ({exc}).") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise LabellingRefused(f"{path} is not a JSON list of class names.")
-    return tuple(names)
-
-
 def classes_json_needed(recording_path: str | Path, class_names) -> bool:
     """Check the folder's class list rule (module docstring) for ``class_names``; True when a classes.json must be
     written with the labels. Raises LabellingRefused when the folder holds another class list."""
@@ -62,7 +54,10 @@ def classes_json_needed(recording_path: str | Path, class_names) -> bool:
     folder, names = recording_path.parent, tuple(class_names)
     existing = folder / CLASSES_FILE
     if existing.is_file():
-        listed = read_class_list(existing)
+        try:
+            listed = read_class_names(folder)
+        except Aedat3FormatError as exc:
+            raise LabellingRefused(f"{exc}: labelling would add to a folder whose classes are unknown.") from None
         if listed != names:
             raise LabellingRefused(f"{existing} lists {len(listed)} other classes ({_short(listed)}) than this "
                                    f"model's {len(names)} ({_short(names)}): record into another folder to label "
@@ -147,7 +142,7 @@ class LiveLabeller:
             if self.classes_path.is_file():  # written since the check (another recording of this folder)
                 classes_json_needed(self.recording_path, self.class_names)
             else:
-                _replace(self.classes_path, lambda p: p.write_text(json.dumps(list(self.class_names)) + "\n"))
+                write_class_names(self.classes_path.parent, self.class_names)
             self._write_classes = False
         _replace(self.labels_path, lambda p: write_labels_csv(p, self.intervals))
         self.written = True
