@@ -9,6 +9,7 @@ from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from evapp.binning import Region
 from evapp.events import SensorGeometry
+from evapp.gui.labelling import key_name
 
 ON_COLOUR = np.array([90, 170, 255], np.float32)  # ON events: blue
 OFF_COLOUR = np.array([255, 90, 70], np.float32)  # OFF events: red
@@ -190,13 +191,23 @@ class EventView(QWidget):
 
 
 class ProbabilityBars(QWidget):
-    """One horizontal bar per class with its probability; the shown (decided) class is highlighted."""
+    """One horizontal bar per class with its probability; the shown (decided) class is highlighted, the row of the
+    class being labelled is tinted in its colour. A swatch in the class colour (the timeline's legend) carries the
+    key that labels it.
+
+    Any number of classes fits: with room, the name sits above its bar; else name, bar and value share one line
+    and the font shrinks to the row. A click on a row emits ``class_clicked`` (labelling)."""
+
+    class_clicked = pyqtSignal(int)
+
+    VALUE_WIDTH = 44
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.names: tuple[str, ...] = ()
         self.probs = np.zeros(0)
         self.highlight = -1
+        self.labelling: int | None = None
         self.setMinimumWidth(260)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
@@ -204,6 +215,7 @@ class ProbabilityBars(QWidget):
         self.names = tuple(names or ())
         self.probs = np.zeros(len(self.names))
         self.highlight = -1
+        self.labelling = None
         self.update()
 
     def set_probs(self, probs, highlight: int) -> None:
@@ -211,40 +223,103 @@ class ProbabilityBars(QWidget):
         self.highlight = highlight
         self.update()
 
+    def row_height(self) -> float:
+        """The height of one class's row: the widget's height shared out, at most four lines of text (few
+        classes stack at the top)."""
+        return min(self.height() / max(len(self.names), 1), 4 * QFontMetrics(self.font()).height())
+
+    def row_font(self) -> QFont:
+        """The widget's font, smaller when the rows are too low for it."""
+        font = QFont(self.font())
+        row = self.row_height()
+        if QFontMetrics(font).height() > row * 0.9:
+            font.setPixelSize(max(6, int(row * 0.75)))
+        return font
+
+    def layout_rects(self) -> list[tuple[QRectF, QRectF, QRectF, QRectF]]:
+        """(swatch, name, bar, value) rectangles of each class, all inside the widget."""
+        n = len(self.names)
+        if n == 0:
+            return []
+        metrics = QFontMetrics(self.row_font())
+        fh = metrics.height()
+        w, row = self.width(), self.row_height()
+        value_w = self.VALUE_WIDTH
+        two_lines = row >= 2 * fh + 6
+        swatch = min(fh, row * 0.8 if not two_lines else row * 0.45)
+        out = []
+        for i in range(n):
+            top = i * row
+            if two_lines:  # name above, bar below, value at the right: long names never clip the bar
+                name_h = row * 0.5
+                out.append((QRectF(4, top + name_h - swatch - 1, swatch, swatch),
+                            QRectF(8 + swatch, top, w - 12 - swatch, name_h),
+                            QRectF(4, top + name_h, w - 12 - value_w, row * 0.38),
+                            QRectF(w - 4 - value_w, top + row * 0.45, value_w, row * 0.5)))
+            else:
+                name_w = min(max(metrics.horizontalAdvance(n.replace("_", " ")) for n in self.names) + 6,
+                             (w - 20 - swatch - value_w) * 0.5)
+                bar_x = 8 + swatch + name_w
+                out.append((QRectF(4, top + (row - swatch) / 2, swatch, swatch),
+                            QRectF(8 + swatch, top, name_w, row),
+                            QRectF(bar_x, top + row * 0.2, max(w - 8 - value_w - bar_x, 1), row * 0.6),
+                            QRectF(w - 4 - value_w, top, value_w, row)))
+        return out
+
+    def class_at(self, y: float) -> int:
+        """The class of the row at height ``y`` (-1: none)."""
+        index = int(y / max(self.row_height(), 1e-6))
+        return index if 0 <= index < len(self.names) else -1
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        class_id = self.class_at(event.position().y())
+        if event.button() == Qt.MouseButton.LeftButton and class_id >= 0:
+            self.class_clicked.emit(class_id)
+
     def paintEvent(self, event) -> None:  # noqa: N802
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(32, 32, 32))
-        n = len(self.names)
-        if n == 0:
+        if not self.names:
             painter.setPen(QColor(160, 160, 160))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no model")
             painter.end()
             return
-        row = self.height() / n
-        for i, name in enumerate(self.names):
-            top = i * row
+        font = self.row_font()
+        painter.setFont(font)
+        metrics = QFontMetrics(font)
+        row = self.row_height()
+        for i, (name, (swatch, name_rect, bar, value)) in enumerate(zip(self.names, self.layout_rects(),
+                                                                       strict=True)):
             p = float(self.probs[i]) if i < len(self.probs) else 0.0
-            # Name above, bar below, value at the right: long class names never clip the bar.
-            bar = QRectF(4, top + row * 0.5, (self.width() - 52) * p, row * 0.38)
-            painter.fillRect(QRectF(4, top + row * 0.5, self.width() - 52, row * 0.38), QColor(45, 45, 45))
-            painter.fillRect(bar, class_colour(i) if i == self.highlight else QColor(110, 130, 160))
-            painter.setPen(QColor(255, 255, 255) if i == self.highlight else QColor(200, 200, 200))
-            painter.drawText(QRectF(4, top, self.width() - 8, row * 0.5), Qt.AlignmentFlag.AlignBottom,
-                             name.replace("_", " "))
-            painter.drawText(QRectF(self.width() - 46, top + row * 0.45, 44, row * 0.5),
-                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, f"{p:.2f}")
+            colour = class_colour(i)
+            if i == self.labelling:
+                painter.fillRect(QRectF(0, i * row, self.width(), row), colour.darker(300))
+            painter.fillRect(swatch, colour)
+            key = key_name(i)
+            if key and swatch.height() >= 9:
+                painter.setPen(QColor(20, 20, 20) if colour.lightness() > 110 else QColor(240, 240, 240))
+                painter.drawText(swatch, Qt.AlignmentFlag.AlignCenter, key)
+            painter.fillRect(bar, QColor(45, 45, 45))
+            painter.fillRect(QRectF(bar.x(), bar.y(), bar.width() * min(max(p, 0.0), 1.0), bar.height()),
+                             colour if i == self.highlight else QColor(110, 130, 160))
+            painter.setPen(QColor(255, 255, 255) if i in (self.highlight, self.labelling) else QColor(200, 200, 200))
+            text = metrics.elidedText(name.replace("_", " "), Qt.TextElideMode.ElideRight, int(name_rect.width()))
+            align = Qt.AlignmentFlag.AlignBottom if name_rect.height() < row else Qt.AlignmentFlag.AlignVCenter
+            painter.drawText(name_rect, align, text)
+            painter.drawText(value, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, f"{p:.2f}")
         painter.end()
 
 
 class Timeline(QWidget):
     """Predictions (lower band) and ground truth (upper band) along the recording, with a cursor; the band
-    captions sit in a margin of their own at the left.
+    captions sit in a margin of their own at the left. While a recording is labelled, its labels (``user_spans``,
+    the open one growing) take the upper band.
 
     Replays span the whole recording; live streams show the last ``window_us``. A seek leaves a gap: the span
     jumped over is not painted with the label shown before the jump.
     """
 
-    CAPTIONS = ("ground truth", "predictions")
+    CAPTIONS = ("ground truth", "predictions", "labelling")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -255,6 +330,7 @@ class Timeline(QWidget):
         self.marks: list[tuple[int, int]] = []  # (recording time, decided class)
         self.gaps: list[int] = []  # recording times a seek jumped away from
         self.cursor_us = 0
+        self.user_spans: list[tuple[int, int, int]] = []  # (start, end, class) being labelled, in the upper band
 
     def add(self, t_us: int, class_id: int) -> None:
         self.marks.append((t_us, class_id))
@@ -297,14 +373,28 @@ class Timeline(QWidget):
             out.append((a, end, cid))
         return out
 
+    def drawn_label_spans(self) -> list[tuple[int, int, int]]:
+        """(start, end, class) of the labelling spans painted now: the visible part of each."""
+        t0, t1 = self._span()
+        return [(max(a, t0), min(b, t1), cid) for a, b, cid in self.user_spans if b >= t0 and a <= t1]
+
     def paintEvent(self, event) -> None:  # noqa: N802
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(26, 26, 26))
         t0, t1 = self._span()
         half = self.height() / 2
+        # The upper band: the recording's ground truth, and the labels being made (live streams have no ground
+        # truth; a recording being labelled, when both are there, takes the lower half of the band).
+        split = bool(self.user_spans and self.labels)
+        height = (half - 3) / 2 if split else half - 3
         for lab in self.labels:
             x0, x1 = self.x_of(max(lab.start_us, t0)), self.x_of(lab.end_us)
-            painter.fillRect(QRectF(x0, 2, max(x1 - x0, 1), half - 3), class_colour(lab.class_id))
+            painter.fillRect(QRectF(x0, 2, max(x1 - x0, 1), height), class_colour(lab.class_id))
+        if self.user_spans:
+            y = 2 + (height if split else 0)
+            for a, b, cid in self.drawn_label_spans():
+                x0 = self.x_of(a)
+                painter.fillRect(QRectF(x0, y, max(self.x_of(b) - x0, 1), height), class_colour(cid))
         for a, b, cid in self.spans():
             if b < t0 or a > t1:
                 continue
@@ -312,7 +402,7 @@ class Timeline(QWidget):
             painter.fillRect(QRectF(x0, half + 1, max(self.x_of(b) - x0, 1), half - 3), class_colour(cid))
         painter.setPen(QColor(200, 200, 200))
         painter.drawText(QRectF(4, 0, self.caption_width(), half), Qt.AlignmentFlag.AlignVCenter,
-                         self.CAPTIONS[0] if self.labels else "")
+                         self.CAPTIONS[2] if self.user_spans else self.CAPTIONS[0] if self.labels else "")
         painter.drawText(QRectF(4, half, self.caption_width(), half), Qt.AlignmentFlag.AlignVCenter,
                          self.CAPTIONS[1])
         x = self.x_of(self.cursor_us)

@@ -2,7 +2,9 @@
 
 Inference never runs on the GUI thread: the pipeline's reader and inference threads do the work and the window
 polls the pipeline's output queue from a 30 Hz timer (no Qt object is touched from another thread). A new
-model / policy / device is built on a helper thread and handed to the pipeline between two frames.
+model / policy / device is built on a helper thread and handed to the pipeline between two frames. While a live
+stream is recorded, the keys 1..9 and 0 and clicks on the class bars label it (:mod:`evapp.gui.labelling`); the
+two rows of controls are built in :mod:`evapp.gui.controls`.
 """
 
 from __future__ import annotations
@@ -15,22 +17,13 @@ from pathlib import Path
 
 from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QMainWindow,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from PyQt6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
 
 from evapp.binning import default_region
 from evapp.errors import EvappError
+from evapp.events import align_labels
+from evapp.gui.controls import build_controls
+from evapp.gui.labelling import CLASS_KEYS, LabellingControl
 from evapp.gui.widgets import EventView, ProbabilityBars, Timeline, class_colour
 from evapp.model_setup import ModelChoice, build_model_setup
 from evapp.pipeline import Prediction
@@ -38,8 +31,6 @@ from evapp.pipeline.queues import LatestEvents
 
 log = logging.getLogger(__name__)
 
-SPEEDS = (("0.25x", 0.25), ("0.5x", 0.5), ("1x", 1.0), ("2x", 2.0), ("4x", 4.0), ("max", None))
-POLICIES = ("auto", "window", "staggered:4", "persistent")
 SEEK_STEP_S = 5.0
 
 
@@ -48,7 +39,7 @@ class MainWindow(QMainWindow):
     models the user switches to from it, keeping its decoder and torch options)."""
 
     def __init__(self, pipeline, choice: ModelChoice, title: str = "evapp", recorder_factory=None,
-                 duration_us: int | None = None):
+                 duration_us: int | None = None, recorder=None):
         super().__init__()
         self.pipeline = pipeline
         self.choice = choice
@@ -58,7 +49,11 @@ class MainWindow(QMainWindow):
         self.engine_kind = pipeline.model.engine_kind or choice.engine
         self.is_live = pipeline.is_live
         self.error: BaseException | None = None
-        self.recorder = None
+        # A recording the command line started (live --record FILE) is the window's too: it can label it, and
+        # Record stops it.
+        self.recorder = recorder if recorder is not None else recorder_tap(pipeline)
+        self.labelling = LabellingControl(self)
+        self._end_seen = False
         self.latest_events = LatestEvents()
         pipeline.watch_batches(self.latest_events.add)
         self.last_prediction: Prediction | None = None
@@ -77,11 +72,13 @@ class MainWindow(QMainWindow):
         self.view.region_reset.connect(lambda: self.set_region(None))
         self.bars = ProbabilityBars()
         self.bars.set_names(pipeline.class_names)
+        self.bars.class_clicked.connect(lambda class_id: self.labelling.toggle(class_id, "click"))
         self.timeline = Timeline()
         self.timeline.duration_us = duration_us
-        self.timeline.labels = list(pipeline.source.labels)
+        self.timeline.labels = self._truth_labels()
 
-        self._build_controls()
+        self.controls_row, self.model_row = build_controls(self)
+        self.record_button.setChecked(self.recorder is not None)
         top = QHBoxLayout()
         top.addWidget(self.view, 3)
         top.addWidget(self.bars, 1)
@@ -113,78 +110,6 @@ class MainWindow(QMainWindow):
         return setup.policy_text if setup.engine is not None else (asked or "window")
 
     # -- layout ---------------------------------------------------------------------------------------
-    def _build_controls(self) -> None:
-        from evapp.engine.loading import list_artifacts, model_names
-
-        self.play_button = QPushButton("Pause")
-        self.play_button.clicked.connect(self.toggle_pause)
-        self.speed_box = QComboBox()
-        for text, _ in SPEEDS:
-            self.speed_box.addItem(text)
-        speed = self.pipeline.speed
-        self.speed_box.setCurrentIndex(next((i for i, (_, s) in enumerate(SPEEDS) if s == speed), 2))
-        self.speed_box.currentIndexChanged.connect(lambda i: self.pipeline.set_speed(SPEEDS[i][1]))
-        self.seek_slider = QSlider(Qt.Orientation.Horizontal)
-        self.seek_slider.setRange(0, max(1, int((self.timeline.duration_us or 0) / 1e5)))  # 0.1 s steps
-        self.seek_slider.sliderReleased.connect(lambda: self.seek_to(self.seek_slider.value() / 10))
-        self.position_label = QLabel("0.0 s")
-        self.loop_box = QCheckBox("Loop")
-        self.loop_box.setChecked(self.pipeline.loop)
-        self.loop_box.toggled.connect(self._set_loop)
-        self.reset_button = QPushButton("Reset")
-        self.reset_button.clicked.connect(self.reset_state)
-        self.record_button = QPushButton("Record")
-        self.record_button.setCheckable(True)
-        self.record_button.clicked.connect(self._record_clicked)
-        self.screenshot_button = QPushButton("Screenshot")
-        self.screenshot_button.clicked.connect(lambda: self.save_screenshot())
-        for widget in (self.speed_box, self.seek_slider, self.loop_box):
-            widget.setEnabled(not self.is_live)
-        self.record_button.setEnabled(self.is_live and self.recorder_factory is not None)
-        if not self.is_live:
-            self.record_button.setToolTip("Recording is for live cameras and streams.")
-
-        row = QHBoxLayout()
-        for widget in (self.play_button, QLabel("Speed"), self.speed_box):
-            row.addWidget(widget)
-        row.addWidget(self.seek_slider, 1)
-        for widget in (self.position_label, self.loop_box, self.reset_button, self.record_button,
-                       self.screenshot_button):
-            row.addWidget(widget)
-        self.controls_row = row
-
-        self.model_box = QComboBox()
-        self.model_box.addItem("(no model)", None)
-        trained = {a.name for a in list_artifacts()}
-        for name in model_names():  # the artifacts, then the architectures without one
-            self.model_box.addItem(name if name in trained else f"{name} (untrained)", name)
-        self.model_box.setCurrentIndex(max(0, self.model_box.findData(self.model_name)))
-        self.policy_box = QComboBox()
-        self.policy_box.setEditable(True)  # staggered:K with any K
-        self.policy_box.addItems(POLICIES)
-        self.policy_box.setCurrentText(self._asked_policy(self.pipeline.model))
-        self.engine_box = QComboBox()
-        self.engine_box.addItems(["torch", "onnx"])  # PyTorch, or ONNX Runtime on the exported step
-        self.engine_box.setCurrentText(self.engine_kind)
-        self.device_box = QComboBox()
-        self.device_box.addItems(["auto", "cpu", "cuda"])
-        self.device_box.setCurrentText(self.device)
-        self.apply_button = QPushButton("Apply model")
-        self.apply_button.clicked.connect(self._apply_model_clicked)
-        self.n_box = QSpinBox()
-        self.n_box.setRange(100, 1_000_000)
-        self.n_box.setSingleStep(500)
-        self.n_box.setValue(self.pipeline.binner.n)
-        self.n_box.editingFinished.connect(lambda: self.set_events_per_frame(self.n_box.value()))
-        row = QHBoxLayout()
-        for widget in (QLabel("Model"), self.model_box, QLabel("Engine"), self.engine_box, QLabel("Policy"),
-                       self.policy_box, QLabel("Device"), self.device_box, self.apply_button, QLabel("Events/frame"),
-                       self.n_box):
-            row.addWidget(widget)
-        row.addStretch(1)
-        row.addWidget(QLabel("drag on the view: region of interest, right-click: default"))
-        self.model_row = row
-
     def _build_shortcuts(self) -> None:
         def bind(keys, action):
             shortcut = QShortcut(QKeySequence(keys), self)
@@ -197,6 +122,8 @@ class MainWindow(QMainWindow):
         bind(Qt.Key.Key_Left, lambda: self.seek_by(-SEEK_STEP_S))
         bind(Qt.Key.Key_Right, lambda: self.seek_by(SEEK_STEP_S))
         bind("Ctrl+Q", self.close)
+        for key, class_id in CLASS_KEYS:  # labelling while recording
+            bind(key, lambda class_id=class_id: self.labelling.key(class_id))
 
     # -- controls -------------------------------------------------------------------------------------
     def toggle_pause(self) -> None:
@@ -287,6 +214,7 @@ class MainWindow(QMainWindow):
         self.policy_box.setCurrentText(self._asked_policy(result))
         self.n_box.setValue(result.frame_spec.events_per_frame)
         self.bars.set_names(result.class_names)
+        self.labelling.classes_changed(result.class_names)
         self.last_prediction = None
         self.view.label_text = ""
 
@@ -308,6 +236,7 @@ class MainWindow(QMainWindow):
             self.record_button.setChecked(False)
             return
         self.pipeline.add_tap(self.recorder)
+        self.labelling.recording_started()
         self.record_button.setChecked(True)
 
     def stop_recording(self) -> None:
@@ -315,7 +244,9 @@ class MainWindow(QMainWindow):
             return
         self.pipeline.remove_tap(self.recorder)
         self.recorder.close()
-        self.notify(f"recorded {self.recorder.events:,} events to {self.recorder.path}", 6.0)
+        labelled = self.labelling.finish()
+        self.notify(f"recorded {self.recorder.events:,} events to {self.recorder.path}"
+                    + (f"; {labelled}" if labelled else ""), 8.0)
         self.recorder = None
         self.record_button.setChecked(False)
 
@@ -349,8 +280,14 @@ class MainWindow(QMainWindow):
             self.view.add_events(self.latest_events.take())
         position = self.pipeline.position_us
         self.timeline.cursor_us = position
-        self.timeline.labels = list(self.pipeline.source.labels)
+        self.timeline.labels = self._truth_labels()
+        self.timeline.user_spans = self.labelling.timeline_spans(position)
         self.timeline.update()
+        if self.pipeline.finished and not self._end_seen:  # the stream has ended: the labels so far are written
+            self._end_seen = True
+            labelled = self.labelling.finish()
+            if labelled:
+                self.notify(labelled, 8.0)
         if not self.seek_slider.isSliderDown():
             self.seek_slider.setValue(int(position / 1e5))
         self.position_label.setText(f"{position / 1e6:6.1f} s")
@@ -358,6 +295,14 @@ class MainWindow(QMainWindow):
         for prediction in shown:
             self.pipeline.report_shown(prediction)
         self._update_status()
+
+    def _truth_labels(self) -> list:
+        """The recording's ground truth, numbered as the model numbers its classes (so a class has one colour)."""
+        source, names = self.pipeline.source, self.bars.names
+        classes = tuple(getattr(source, "label_classes", ()))
+        if not names or not classes or classes == names:
+            return list(source.labels)
+        return align_labels(source.labels, classes, names)[0]
 
     def _show_prediction(self, prediction: Prediction) -> None:
         self.last_prediction = prediction
@@ -381,8 +326,8 @@ class MainWindow(QMainWindow):
         if self.pipeline.model.engine is not None:  # --policy auto changes it while running
             self.policy = self.pipeline.model.policy_text
         parts.append(f"model {self.model_name or 'none'} ({self.engine_kind}, {self.policy}, {self.device})")
-        if self.recorder is not None:
-            parts.append(f"REC {self.recorder.events:,} events")
+        if self.recorder is not None:  # first: what is being recorded and labelled must stay in view
+            parts[:0] = [f"REC {self.recorder.events:,} events"] + [t for t in [self.labelling.status_text()] if t]
         if self.pipeline.paused:
             parts.append("paused")
         if self.pipeline.finished:
@@ -408,3 +353,11 @@ class MainWindow(QMainWindow):
         self.pipeline.stop()
         self.stop_recording()
         super().closeEvent(event)
+
+
+def recorder_tap(pipeline):
+    """The recorder the command line tapped into the pipeline (live --record FILE), if any."""
+    from evapp.sinks.recorder import AedatRecorder
+
+    hooks = getattr(pipeline.source, "store_hooks", ()) if pipeline.is_live else ()
+    return next((hook for hook in hooks if isinstance(hook, AedatRecorder)), None)
