@@ -82,11 +82,12 @@ def free_port() -> int:
 
 
 def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int = T0_US, batch: int = 5000,
-                 linger: float = 60.0, first_after_s: float = 0.0) -> subprocess.Popen:
+                 linger: float = 60.0, first_after_s: float = 0.0, paced: bool = False) -> subprocess.Popen:
     """This module as a subprocess (stdout piped, text); returns once it says "listening". Kill it when done.
-    ``first_after_s``: the client is connected this long before the first event is sent (a quiet camera)."""
+    ``first_after_s``: the client is connected this long before the first event is sent (a quiet camera).
+    ``paced``: the events' clock runs as fast as the wall clock (``rate`` events per second), as a camera's does."""
     proc = subprocess.Popen([sys.executable, "-m", "evapp.testing", str(port), str(n_events), str(batch),
-                             str(seed), str(rate), str(t0), str(linger), str(first_after_s)],
+                             str(seed), str(rate), str(t0), str(linger), str(first_after_s), str(int(paced))],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
     if line != "listening":
@@ -96,11 +97,12 @@ def start_server(port: int, n_events: int, seed: int, rate: float = 0.0, t0: int
 
 
 def serve(port: int, n: int, batch: int, seed: int, rate: float, t0: int, linger: float = 60.0,
-          first_after_s: float = 0.0) -> None:
-    """Stream ``random_stream(n, 640, 480, seed, t0)`` to the first client, then leave the process (os._exit)."""
+          first_after_s: float = 0.0, paced: bool = False) -> None:
+    """Stream ``random_stream(n, 640, 480, seed, t0)`` (at ``rate / 1e6`` events per µs when ``paced``) to the first
+    client, then leave the process (os._exit)."""
     from evapp.sources.aedat4 import to_event_store
 
-    events = random_stream(n, 640, 480, seed=seed, t0=t0)
+    events = random_stream(n, 640, 480, seed=seed, t0=t0, rate_per_us=rate / 1e6 if paced else 1.0)
     stores = [to_event_store(events[s : s + batch]) for s in range(0, n, batch)]
     due = [i * batch / rate if rate > 0 else 0.0 for i in range(len(stores))]
     _serve(port, stores, due, "DVXplorer_DXA00000", (640, 480), linger, first_after_s)
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     rate, t0 = float(args[4]), int(args[5])
     linger = float(args[6]) if len(args) > 6 else 60.0
     first_after_s = float(args[7]) if len(args) > 7 else 0.0
-    serve(port, n, batch, seed, rate, t0, linger, first_after_s)
+    paced = len(args) > 8 and args[8] == "1"
+    serve(port, n, batch, seed, rate, t0, linger, first_after_s, paced)
 
 
 if __name__ == "__main__":

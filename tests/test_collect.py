@@ -53,7 +53,7 @@ def finish(*procs) -> None:
 def test_takes_hold_every_event_received_and_labels_are_the_prompts_times(tmp_path):
     port, out = free_port(), tmp_path / "takes"
     n = 600_000
-    server = start_server(port, n, seed=4, rate=60_000, batch=2000)
+    server = start_server(port, n, seed=4, rate=60_000, batch=2000, paced=True)
     proc = start_collect(port, out, "--classes", "wave,clap", "--takes", "2", *TIMING)
     try:
         stdout, stderr = proc.communicate(timeout=60)
@@ -76,17 +76,18 @@ def test_takes_hold_every_event_received_and_labels_are_the_prompts_times(tmp_pa
         labels = read_labels_csv(labels_path_for(path))
         assert [(lab.class_id, lab.start_us, lab.end_us) for lab in labels] == \
             [(take["class_id"], go["stream_us"], pause["stream_us"])]
+        assert abs((pause["stream_us"] - go["stream_us"]) / 1e6 - 0.6) < 0.1  # the take's length on the camera clock
         events = read_file(path)
         assert events.shape[0] == take["events"]
         t = events["timestamp"]
         assert t[0] <= go["stream_us"] < pause["stream_us"] <= t[-1]  # the label lies inside its own file
-        # "go" is the newest time received when it was shown: an event batch ends there.
-        assert go["stream_us"] in set(t.tolist())
+        # "go" is the stream's time when it was shown: the events received by then reach within a batch of it.
+        assert t[t <= go["stream_us"]].max() >= go["stream_us"] - 50_000
     assert "take 1/4" in stderr and "go" in stderr
     # Every event received is in exactly one file, in order: the files together are the stream's prefix.
     together = np.concatenate([read_file(out / t["file"]) for t in takes])
     assert together.shape[0] == summary["received_events"] == summary["events_in_finished_takes"]
-    sent = random_stream(n, 640, 480, seed=4, t0=T0_US)[: together.shape[0]]
+    sent = random_stream(n, 640, 480, seed=4, t0=T0_US, rate_per_us=0.06)[: together.shape[0]]
     for field in ("timestamp", "x", "y", "polarity"):
         np.testing.assert_array_equal(together[field], sent[field])
     assert json.loads((out / "classes.json").read_text()) == ["wave", "clap"]
@@ -96,7 +97,7 @@ def test_takes_hold_every_event_received_and_labels_are_the_prompts_times(tmp_pa
 
 def test_an_interrupted_session_keeps_its_takes_and_continues_with_redo_last(tmp_path):
     port, out = free_port(), tmp_path / "takes"
-    server = start_server(port, 3_000_000, seed=5, rate=60_000, batch=2000)
+    server = start_server(port, 3_000_000, seed=5, rate=60_000, batch=2000, paced=True)
     proc = start_collect(port, out, "--classes", "a,b,c", "--takes", "2", *TIMING)
     try:
         deadline = time.monotonic() + 40
@@ -121,7 +122,7 @@ def test_an_interrupted_session_keeps_its_takes_and_continues_with_redo_last(tmp
     last = session["takes"][-1]["file"]
 
     port = free_port()
-    server = start_server(port, 3_000_000, seed=6, rate=60_000, batch=2000)
+    server = start_server(port, 3_000_000, seed=6, rate=60_000, batch=2000, paced=True)
     proc = start_collect(port, out, "--classes", "a,b,c", "--takes", "2", "--redo-last", *TIMING)
     try:
         stdout, stderr = proc.communicate(timeout=60)
@@ -167,3 +168,30 @@ def test_a_wrong_folder_is_refused_before_connecting(tmp_path, capsys):
     assert main(["collect", "--camera", "tcp://127.0.0.1:9", "--out", str(tmp_path / "new"), "--classes", "a",
                  "--headless", "--redo-last"]) == 2
     assert "no collect session" in capsys.readouterr().err
+
+
+def test_the_stream_clock_is_read_off_the_freshest_store(tmp_path):
+    """A camera whose stores come 20 ms late, one of them 400 ms late: a label time is the camera's time at the
+    prompt, not the newest event's time (which the late store would pull back)."""
+    from evapp.collect.session import TakeFiles
+    from evapp.events import SensorGeometry
+    from evapp.sources.aedat4 import to_event_store
+
+    now = [100.0]
+    files = TakeFiles(tmp_path, SensorGeometry(64, 64, "test"), clock=lambda: now[0])
+    files.open(tmp_path / "take.aedat4")
+    camera_offset_us = 5_000_000_000
+
+    def arrive(camera_s: float, delay_s: float) -> None:
+        now[0] = camera_s + delay_s
+        events = random_stream(10, 64, 64, t0=int(camera_s * 1e6) + camera_offset_us - 20, rate_per_us=1.0)
+        files(to_event_store(events))
+
+    assert files.stream_time(100.0) is None
+    for k in range(50):
+        arrive(100.0 + 0.01 * k, 0.02)
+    arrive(100.5, 0.4)  # rendering or the network fell behind for a moment
+    at = 100.9
+    assert abs(files.stream_time(at) - (int(at * 1e6) + camera_offset_us)) < 30_000
+    assert files.latest_us < int(at * 1e6) + camera_offset_us - 350_000
+    assert files.open(None)[1] == 510  # every store is in the file

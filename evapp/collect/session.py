@@ -32,6 +32,7 @@ from evapp.sources.aedat3 import labels_path_for, read_class_names, write_class_
 log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
+RECENT_S = 1.0  # how far back the stream's clock is read off the freshest store
 
 
 @dataclass
@@ -127,8 +128,9 @@ def _discard(folder: Path, take: dict) -> None:
 class TakeFiles:
     """The pipeline tap: every store into the current take's file; counts everything received."""
 
-    def __init__(self, folder: Path, geometry: SensorGeometry):
-        self.folder, self.geometry = folder, geometry
+    def __init__(self, folder: Path, geometry: SensorGeometry, clock=time.monotonic):
+        self.folder, self.geometry, self.clock = folder, geometry, clock
+        self._recent: deque[tuple[float, int]] = deque()  # (arrival on ``clock``, newest event time) of the last second
         self._lock = threading.Lock()
         self._recorder: AedatRecorder | None = None
         self.received = 0
@@ -142,11 +144,25 @@ class TakeFiles:
                 return
             if self._recorder is None:
                 return  # the session is over: what arrives while the source closes is not part of it
+            now = self.clock()
             if self.first_store_at is None:
-                self.first_store_at = time.monotonic()
+                self.first_store_at = now
             self.received += n
             self.latest_us = int(store.getHighestTime())
+            self._recent.append((now, self.latest_us))
+            while now - self._recent[0][0] > RECENT_S:
+                self._recent.popleft()
             self._recorder.write_store(store)
+
+    def stream_time(self, at: float) -> int | None:
+        """The stream's time at ``at`` (on ``clock``): the camera's clock is read off the freshest store of the last
+        second (the one that came with the least delay), so a source that falls behind for a moment does not shift
+        a label; never before the newest event received."""
+        with self._lock:
+            if self.latest_us is None:
+                return None
+            offset_us = max(t_us - arrival * 1e6 for arrival, t_us in self._recent)
+            return max(self.latest_us, int(at * 1e6 + offset_us))
 
     def open(self, path: Path | None) -> tuple[Path, int] | None:
         """Send the next store to ``path`` (None: to no file) and finalise the file on now, between two stores;
@@ -211,8 +227,9 @@ class CollectSession:
         plan = self.plan
         return {"countdown": plan.countdown_s / 3, "go": plan.take_s, "pause": plan.pause_s}.get(self.phase, 0.0)
 
-    def _prompt(self, phase: str, seconds: float, count: int | None = None) -> Prompt:
-        return Prompt(phase, self.current, self.total, seconds, count, self.files.latest_us, self.redo)
+    def _prompt(self, phase: str, seconds: float, count: int | None = None, at: float | None = None) -> Prompt:
+        stream_us = self.files.stream_time(self.clock() if at is None else at)
+        return Prompt(phase, self.current, self.total, seconds, count, stream_us, self.redo)
 
     def tick(self) -> list[Prompt | FinishedTake]:
         """Advance through every phase boundary passed; the prompts (and finished takes) to show, in order."""
@@ -239,30 +256,30 @@ class CollectSession:
     def _begin(self, at: float) -> list[Prompt]:
         if self.plan.countdown_s > 0:
             self.phase, self._count, self._phase_ends = "countdown", 3, at + self.plan.countdown_s / 3
-            return [self._prompt("countdown", self.plan.countdown_s / 3, 3)]
+            return [self._prompt("countdown", self.plan.countdown_s / 3, 3, at=at)]
         return self._start_go(at)
 
     def _start_go(self, at: float) -> list[Prompt]:
         self.phase, self._phase_ends = "go", at + self.plan.take_s
-        self._go_us, self._go_events = self.files.latest_us, self.files.received
-        return [self._prompt("go", self.plan.take_s)]
+        self._go_us, self._go_events = self.files.stream_time(at), self.files.received
+        return [self._prompt("go", self.plan.take_s, at=at)]
 
     def _advance(self, at: float) -> list[Prompt | FinishedTake]:
         if self.phase == "countdown":
             if self._count > 1:
                 self._count -= 1
                 self._phase_ends = at + self.plan.countdown_s / 3
-                return [self._prompt("countdown", self.plan.countdown_s / 3, self._count)]
+                return [self._prompt("countdown", self.plan.countdown_s / 3, self._count, at=at)]
             return self._start_go(at)
         if self.phase == "go":
-            self._end_gesture()
+            self._end_gesture(at)
             self.phase, self._phase_ends = "pause", at + self.plan.pause_s
-            return [self._prompt("pause", self.plan.pause_s)]
+            return [self._prompt("pause", self.plan.pause_s, at=at)]
         return self._next_take(at)  # the pause is over
 
-    def _end_gesture(self) -> None:
+    def _end_gesture(self, at: float) -> None:
         """The gesture phase is over: its label is fixed; the file stays open for the pause."""
-        take, end_us = self.current, self.files.latest_us
+        take, end_us = self.current, self.files.stream_time(at)
         if self._go_us is None or end_us is None or self.files.received == self._go_events:
             self.queue.appendleft((take, True))  # nothing arrived during the take (the stream dropped): again
             log.warning("no events arrived during take %d (%s); it is asked again", take.index + 1, take.class_name)

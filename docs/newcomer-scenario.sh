@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The newcomer scenario of the README ("Teach evapp your gestures"): a simulated person outside every training
+# range (evapp/simulate/person.py NEWCOMER, a 320x240 sensor, 100 Hz lamp flicker, a new motion) performs live
+# over tcp:// for the real `evapp collect --headless`; the takes fine-tune both shipped models; other recordings
+# of the same person (other seeds, never used in collect) measure before and after.
+# Usage: docs/newcomer-scenario.sh OUT_DIR [ARCH ...]   (ARCH default: saformer-2-256 sglformer-3-256)
+set -euo pipefail
+out=${1:?usage: docs/newcomer-scenario.sh OUT_DIR [ARCH ...]}
+shift
+archs=("${@:-saformer-2-256}")
+[ $# -eq 0 ] && archs=(saformer-2-256 sglformer-3-256)
+classes=hand_clapping,right_hand_wave,left_hand_wave,right_arm_clockwise,right_arm_counter_clockwise
+classes=$classes,left_arm_clockwise,left_arm_counter_clockwise,arm_roll,air_drums,air_guitar,other_gestures
+classes=$classes,both_arms_raise
+person=(--person newcomer --resolution 320x240 --subject-seed 3)
+port=${PORT:-47777}
+mkdir -p "$out/eval" "$out/models"
+export EVAPP_OUTPUT=$out/output
+
+# 1. Capture: the performer follows collect's prompts (collect's stdout is the performer's stdin).
+if [ ! -f "$out/takes/session.json" ] || ! grep -q '"complete": true' "$out/collect.jsonl" 2>/dev/null; then
+  rm -f "$out/prompts"; mkfifo "$out/prompts"
+  python -m evapp.simulate.performer --port "$port" "${person[@]}" --seed 100 < "$out/prompts" \
+    > "$out/performer.out" 2> "$out/performer.err" &
+  sleep 3
+  /usr/bin/time -f "collect: %e s" evapp collect --camera "tcp://127.0.0.1:$port" --classes "$classes" --takes 5 \
+    --out "$out/takes" --headless 2> "$out/collect.err" | tee "$out/collect.jsonl" > "$out/prompts"
+  wait
+fi
+
+# 2. Held-out recordings of the same person: other seeds, all 12 motions.
+for seed in 201 202; do
+  [ -f "$out/eval/newcomer-$seed.aedat4" ] || evapp simulate "$out/eval/newcomer-$seed.aedat4" "${person[@]}" \
+    --seed "$seed" --classes "$classes" --gesture-s 3 --pause-s 2 > /dev/null
+done
+
+# 3. Before and after, for each architecture.
+for arch in "${archs[@]}"; do
+  for seed in 201 202; do
+    evapp eval-stream "$out/eval/newcomer-$seed.aedat4" --model "$arch" --json \
+      --confusion "$out/$arch-before-$seed.png" > "$out/$arch-before-$seed.json"
+  done
+  /usr/bin/time -f "finetune $arch: %e s" evapp finetune "$arch" --data "$out/takes" \
+    --out "$out/models/$arch-newcomer" --force > "$out/$arch-finetune.json"
+  for seed in 201 202; do
+    evapp eval-stream "$out/eval/newcomer-$seed.aedat4" --model "$out/models/$arch-newcomer" --json \
+      --confusion "$out/$arch-after-$seed.png" > "$out/$arch-after-$seed.json"
+  done
+done
+python - "$out" "${archs[@]}" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for arch in sys.argv[2:]:
+    for when in ("before", "after"):
+        runs = [json.loads((out / f"{arch}-{when}-{s}.json").read_text()) for s in (201, 202)]
+        frames = sum(r["frames_in_gestures"] for r in runs)
+        right = sum(r["frame_accuracy"] * r["frames_in_gestures"] for r in runs)
+        names = runs[0]["class_names"]
+        new = names.index("both_arms_raise")
+        conf = [sum(r["confusion"][new][c] for r in runs) for c in range(len(runs[0]["confusion"][new]))]
+        new_acc = conf[new] / max(sum(conf), 1) if new < len(conf) - 1 else 0.0
+        lat = [r["median_latency_ms"] for r in runs if r["median_latency_ms"] is not None]
+        print(f"{arch} {when}: frame accuracy {100 * right / frames:.1f} % of {frames} frames, "
+              f"both_arms_raise {100 * new_acc:.1f} %, median latency {sorted(lat)} ms, "
+              f"missed {sum(r['missed_gestures'] for r in runs)} of {sum(r['gestures'] for r in runs)}")
+EOF
