@@ -32,7 +32,8 @@ from evapp.sources.aedat3 import labels_path_for, read_class_names, write_class_
 log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
-RECENT_S = 1.0  # how far back the stream's clock is read off the freshest store
+RECENT_S = 10.0  # how far back the stream's clock is read off the freshest store
+NEW_CLOCK_US = 3_000_000  # a jump of the clock this large is a new clock, not a late store
 
 
 @dataclass
@@ -130,7 +131,7 @@ class TakeFiles:
 
     def __init__(self, folder: Path, geometry: SensorGeometry, clock=time.monotonic):
         self.folder, self.geometry, self.clock = folder, geometry, clock
-        self._recent: deque[tuple[float, int]] = deque()  # (arrival on ``clock``, newest event time) of the last second
+        self._recent: deque[tuple[float, int]] = deque()  # (arrival on ``clock``, newest event time), recent ones
         self._lock = threading.Lock()
         self._recorder: AedatRecorder | None = None
         self.received = 0
@@ -149,6 +150,9 @@ class TakeFiles:
                 self.first_store_at = now
             self.received += n
             self.latest_us = int(store.getHighestTime())
+            offset_us = self.latest_us - now * 1e6
+            if self._recent and abs(offset_us - max(t - a * 1e6 for a, t in self._recent)) > NEW_CLOCK_US:
+                self._recent.clear()  # a new clock (a reconnect to a camera started again): read it afresh
             self._recent.append((now, self.latest_us))
             while now - self._recent[0][0] > RECENT_S:
                 self._recent.popleft()
@@ -156,8 +160,8 @@ class TakeFiles:
 
     def stream_time(self, at: float) -> int | None:
         """The stream's time at ``at`` (on ``clock``): the camera's clock is read off the freshest store of the last
-        second (the one that came with the least delay), so a source that falls behind for a moment does not shift
-        a label; never before the newest event received."""
+        ``RECENT_S`` (the one that came with the least delay), so a source that falls behind for a while does not
+        shift a label; never before the newest event received."""
         with self._lock:
             if self.latest_us is None:
                 return None
