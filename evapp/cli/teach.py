@@ -53,7 +53,7 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
         from evapp.gui.app import check_display
 
         check_display()
-    setup = build_model_setup(choice) if choice is not None and not headless else ModelSetup.frames_only()
+    setup = ModelSetup.frames_only() if headless else build_model_setup(choice)
     source = open_live(camera)
     try:
         pipeline = Pipeline(source, setup)

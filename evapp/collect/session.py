@@ -32,8 +32,7 @@ from evapp.sources.aedat3 import labels_path_for, read_class_names, write_class_
 log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
-RECENT_S = 10.0  # how far back the stream's clock is read off the freshest store
-NEW_CLOCK_US = 3_000_000  # a jump of the clock this large is a new clock, not a late store
+NEW_CLOCK_US = 3_000_000  # a camera clock this far ahead of the estimate, or going back, is a new clock
 
 
 @dataclass
@@ -131,7 +130,7 @@ class TakeFiles:
 
     def __init__(self, folder: Path, geometry: SensorGeometry, clock=time.monotonic):
         self.folder, self.geometry, self.clock = folder, geometry, clock
-        self._recent: deque[tuple[float, int]] = deque()  # (arrival on ``clock``, newest event time), recent ones
+        self._offset_us: float | None = None  # camera clock - ``clock``, from the store that came with the least delay
         self._lock = threading.Lock()
         self._recorder: AedatRecorder | None = None
         self.received = 0
@@ -149,24 +148,23 @@ class TakeFiles:
             if self.first_store_at is None:
                 self.first_store_at = now
             self.received += n
-            self.latest_us = int(store.getHighestTime())
+            previous, self.latest_us = self.latest_us, int(store.getHighestTime())
             offset_us = self.latest_us - now * 1e6
-            if self._recent and abs(offset_us - max(t - a * 1e6 for a, t in self._recent)) > NEW_CLOCK_US:
-                self._recent.clear()  # a new clock (a reconnect to a camera started again): read it afresh
-            self._recent.append((now, self.latest_us))
-            while now - self._recent[0][0] > RECENT_S:
-                self._recent.popleft()
+            new_clock = previous is not None and (self.latest_us < previous
+                                                  or offset_us > self._offset_us + NEW_CLOCK_US)
+            if self._offset_us is None or new_clock:
+                self._offset_us = offset_us  # a new clock (a camera started again): read it afresh
+            self._offset_us = max(self._offset_us, offset_us)
             self._recorder.write_store(store)
 
     def stream_time(self, at: float) -> int | None:
-        """The stream's time at ``at`` (on ``clock``): the camera's clock is read off the freshest store of the last
-        ``RECENT_S`` (the one that came with the least delay), so a source that falls behind for a while does not
-        shift a label; never before the newest event received."""
+        """The stream's time at ``at`` (on ``clock``): the camera's clock is read off the store that came with the
+        least delay since the clock started, so a source that falls behind for a while does not shift a label; never
+        before the newest event received."""
         with self._lock:
             if self.latest_us is None:
                 return None
-            offset_us = max(t_us - arrival * 1e6 for arrival, t_us in self._recent)
-            return max(self.latest_us, int(at * 1e6 + offset_us))
+            return max(self.latest_us, int(at * 1e6 + self._offset_us))
 
     def open(self, path: Path | None) -> tuple[Path, int] | None:
         """Send the next store to ``path`` (None: to no file) and finalise the file on now, between two stores;

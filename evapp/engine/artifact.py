@@ -26,6 +26,10 @@ from evapp.errors import InputError
 FORMAT = "evapp-model/1"
 
 
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """What the artifact says about its inputs: the frame contract, the clip length T and the class names."""
@@ -44,7 +48,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
         frames = FrameSpec(tuple(d["input_size"]), int(d["events_per_frame"]), d.get("framing", "count"),
-                           float(d.get("reference_px_per_input_px", 1.0)))
+                           _optional_float(d.get("reference_px_per_input_px", 1.0)))
         return cls(frames, int(d["T"]), tuple(d["class_names"]), int(d.get("polarity_channels", 2)))
 
 

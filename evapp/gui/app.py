@@ -70,7 +70,7 @@ def debian_package(soname: str) -> str:
 
 
 def run_window(pipeline, choice, title: str, stop: list, recorder_factory=None, screenshot=None,
-               quit_after_s=None) -> int:
+               quit_after_s=None, make_window=None) -> int:
     """Show the window until it is closed (Ctrl+Q, the close button) or a stop is requested (``stop`` non-empty:
     Ctrl-C or SIGTERM in the terminal, see evapp.interrupts; the caller holds the handlers, installed before
     anything here is imported)."""
@@ -82,7 +82,8 @@ def run_window(pipeline, choice, title: str, stop: list, recorder_factory=None, 
     from evapp.gui.window import MainWindow  # the caller has checked the display (check_display)
 
     app = QApplication.instance() or QApplication([title])
-    window = MainWindow(pipeline, choice, title, recorder_factory, duration_us=duration_of(pipeline.source))
+    window = make_window() if make_window is not None else MainWindow(
+        pipeline, choice, title, recorder_factory, duration_us=duration_of(pipeline.source))
     if stop:  # asked to stop while starting up
         window.close()
         return 0
