@@ -142,3 +142,31 @@ def test_finetune_refuses_what_is_not_a_collect_folder(tmp_path, capsys):
 
 def test_take_stems_name_the_files():
     assert Take(6, 1, 2, "wave").stem == "take-007_wave"
+
+
+def test_a_custom_class_artifact_exports_and_runs_on_onnx_runtime_with_its_classes(tuned, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Export and the ONNX engine with the class list of a collect folder (128x128 input: the export's pooling needs
+    the input size the zoo's configs have)."""
+    root, _ = tuned
+    models = tmp_path / "models"
+    model = create_model("saformer-2-256", num_classes=3, class_names=DATA_CLASSES, embed_dims=(32,), num_heads=(2,),
+                         T=T, events_per_frame=N)
+    frames = FrameSpec((128, 128), N, reference_px_per_input_px=1.0)
+    write_artifact(models / "mine-128", model, Preprocessing(frames, T, DATA_CLASSES), policy="persistent")
+    monkeypatch.setenv("EVAPP_MODELS", str(models))
+    assert main(["export", "mine-128"]) == 0
+    meta = json.loads((models / "mine-128" / "onnx.json").read_text())
+    assert meta["config"]["num_classes"] == 3 and meta["config"]["class_names"] == list(DATA_CLASSES)
+    capsys.readouterr()
+    take = sorted((root / "takes").glob("take-*.aedat4"))[1]
+    reports = {}
+    for engine in ("torch", "onnx"):
+        assert main(["eval-stream", str(take), "--model", "mine-128", "--engine", engine, "--device", "cpu", "--json",
+                     "--confusion", str(tmp_path / f"{engine}.png")]) == 0
+        reports[engine] = json.loads(capsys.readouterr().out)
+    assert reports["onnx"]["class_names"] == list(DATA_CLASSES)
+    assert reports["onnx"]["frames"] == reports["torch"]["frames"]
+    assert reports["onnx"]["confusion"] == reports["torch"]["confusion"]
+    assert main(["eval", "mine-128", "--data", str(take), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["class_names"] == list(DATA_CLASSES)
