@@ -170,3 +170,29 @@ def test_a_custom_class_artifact_exports_and_runs_on_onnx_runtime_with_its_class
     assert reports["onnx"]["confusion"] == reports["torch"]["confusion"]
     assert main(["eval", "mine-128", "--data", str(take), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["class_names"] == list(DATA_CLASSES)
+
+
+def test_the_tuned_artifact_runs_in_the_window_with_its_classes(tuned, qtbot):
+    pytest.importorskip("PyQt6", reason="the window needs PyQt6")
+    from evapp.gui.app import duration_of
+    from evapp.gui.window import MainWindow
+    from evapp.model_setup import ModelChoice, build_model_setup
+    from evapp.pipeline import Pipeline, ReplayOptions
+    from evapp.sources import open_source
+
+    root, out = tuned
+    take = sorted((root / "takes").glob("take-*.aedat4"))[0]
+    choice = ModelChoice(str(out), device="cpu")
+    source = open_source(take)
+    pipeline = Pipeline(source, build_model_setup(choice), replay=ReplayOptions(speed=1.0), hold_at_end=True,
+                        drop_late_frames=True)
+    win = MainWindow(pipeline, choice, "replay", duration_us=duration_of(source))
+    qtbot.addWidget(win)
+    try:
+        win.show()
+        qtbot.waitUntil(lambda: win.predictions_shown > 0, timeout=20_000)
+        assert list(win.bars.names) == list(DATA_CLASSES)
+        assert win.last_prediction.decision.class_name in (*DATA_CLASSES, "idle")
+    finally:
+        win.close()
+        pipeline.close()
