@@ -194,4 +194,29 @@ def test_the_stream_clock_is_read_off_the_freshest_store(tmp_path):
     at = 100.9
     assert abs(files.stream_time(at) - (int(at * 1e6) + camera_offset_us)) < 30_000
     assert files.latest_us < int(at * 1e6) + camera_offset_us - 350_000
-    assert files.open(None)[1] == 510  # every store is in the file
+    files.close_now()
+    assert files.closed[0][1] == 510  # every store is in the file
+
+
+def test_files_are_cut_on_the_camera_clock_even_when_the_reader_falls_behind(tmp_path):
+    """The session cuts at camera times; stores that arrive after the cut time (a reader 3 s behind) still go to
+    the file their events belong to, and a store spanning the cut is split at it."""
+    from evapp.collect.session import TakeFiles
+    from evapp.events import SensorGeometry
+    from evapp.sources.aedat4 import to_event_store
+
+    now = [0.0]
+    files = TakeFiles(tmp_path, SensorGeometry(64, 64, "test"), clock=lambda: now[0])
+    files.open(tmp_path / "a.aedat4")
+    events = random_stream(10_000, 64, 64, t0=1_000_000, rate_per_us=0.01)  # 1 s of camera time
+    cut = int(events["timestamp"][5_050])
+    files.cut_at(cut, tmp_path / "b.aedat4")
+    for start in range(0, 10_000, 100):
+        now[0] += 3.0 if start == 0 else 0.01  # the reader is 3 s behind the camera the whole time
+        files(to_event_store(events[start : start + 100]))
+    files.close_now()
+    (a, n_a, _), (b, n_b, _) = files.closed
+    assert (a.name, b.name) == ("a.aedat4", "b.aedat4")
+    assert (n_a, n_b) == (int((events["timestamp"] < cut).sum()), int((events["timestamp"] >= cut).sum()))
+    assert read_file(a)["timestamp"].max() < cut <= read_file(b)["timestamp"].min()
+    assert files.received == 10_000

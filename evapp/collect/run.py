@@ -17,6 +17,8 @@ from evapp.collect.session import CollectSession, FinishedTake, SessionRecord, T
 
 log = logging.getLogger(__name__)
 
+STALL_S = 5.0  # after the last prompt, how long a silent stream is waited for before the session ends
+
 
 def open_session(folder: str | Path, record: SessionRecord, pipeline, camera: str = "") -> CollectSession:
     """The session of ``record`` (``prepare_folder``), its take files tapped into ``pipeline``'s live source."""
@@ -43,6 +45,7 @@ def run_headless(pipeline, session: CollectSession, stop: list, emit) -> None:
     """Tick the session until it is done or a stop is requested; ``emit(dict)`` prints a JSON line."""
     pipeline.start()
     waiting_said = False
+    last_received, last_change = -1, time.monotonic()
     try:
         while not session.done and not stop:
             if pipeline.finished:
@@ -52,6 +55,10 @@ def run_headless(pipeline, session: CollectSession, stop: list, emit) -> None:
             if session.phase == "waiting" and not waiting_said and pipeline.first_batch_at is None:
                 print("waiting for the first events ...", file=sys.stderr, flush=True)
                 waiting_said = True
+            if session.files.received != last_received:
+                last_received, last_change = session.files.received, time.monotonic()
+            elif session.phase == "done" and time.monotonic() - last_change > STALL_S:
+                break  # every take is prompted and the stream has stopped: end with what arrived
             pipeline.poll()  # frames or answers are not shown headless
             time.sleep(0.01)
     finally:

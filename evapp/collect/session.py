@@ -1,10 +1,11 @@
 """A running capture session: the plan's prompts on the wall clock, each take into its own recording.
 
-``TakeFiles`` is a pipeline tap (as the recorder is): every EventStore the live source receives goes, exactly as
-received, into the file of the take on now. The files rotate between two stores, so every event received lies in
-exactly one file. ``CollectSession.tick()`` is called by the headless loop or the window's timer; it moves
-through the phases and returns the prompts to show. A take's label is the stream time (the newest event
-received, on the recording's own clock) at "go" and at the end of the take: within one event batch of the prompt.
+``TakeFiles`` is a pipeline tap (as the recorder is): every EventStore the live source delivers goes, exactly as
+received, into the file of its take. ``CollectSession.tick()`` is called by the headless loop or the window's
+timer; it moves through the phases on the wall clock and returns the prompts to show. Each prompt is placed on the
+camera's clock (``TakeFiles.stream_time``: read off the store that came with the least delay), and the files are
+cut on that clock too, splitting a store that spans a cut: a reader that falls behind the camera delays the files,
+never moves a gesture into the wrong one, and every event received lies in exactly one file.
 
 The folder: ``classes.json`` (the ordered class names the labels CSVs number), ``session.json`` (the plan and the
 finished takes, rewritten after each), ``take-NNN_<class>.aedat4`` with ``take-NNN_<class>_labels.csv`` for each
@@ -22,6 +23,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from evapp.collect.protocol import CollectPlan, Prompt, Take
 from evapp.errors import InputError
@@ -125,14 +128,27 @@ def _discard(folder: Path, take: dict) -> None:
     log.info("take %s moved to %s", take["file"], target)
 
 
+def _split(store, cut_us: int):
+    """(events before ``cut_us``, the rest) as two new stores: dv-processing's writer would write the whole packets
+    behind a ``sliceTime`` view."""
+    from evapp.sources.aedat4 import to_event_store
+
+    events = store.numpy()
+    at = int(np.searchsorted(events["timestamp"], cut_us))
+    return to_event_store(events[:at]), to_event_store(events[at:])
+
+
 class TakeFiles:
-    """The pipeline tap: every store into the current take's file; counts everything received."""
+    """The pipeline tap: every store into the file of its take, the files cut at camera-clock times; counts what
+    is received. Runs on the reader thread; the session reads ``closed`` from its own."""
 
     def __init__(self, folder: Path, geometry: SensorGeometry, clock=time.monotonic):
         self.folder, self.geometry, self.clock = folder, geometry, clock
         self._offset_us: float | None = None  # camera clock - ``clock``, from the store that came with the least delay
         self._lock = threading.Lock()
         self._recorder: AedatRecorder | None = None
+        self._cuts: deque[tuple[int, Path | None]] = deque()  # (camera time, the file that starts there)
+        self.closed: deque[tuple[Path, int, int | None]] = deque()  # finalised files: path, events, last time
         self.received = 0
         self.latest_us: int | None = None
         self.first_store_at: float | None = None
@@ -140,14 +156,11 @@ class TakeFiles:
     def __call__(self, store) -> None:
         with self._lock:
             n = len(store)
-            if not n:
-                return
-            if self._recorder is None:
+            if not n or (self._recorder is None and not self._cuts):
                 return  # the session is over: what arrives while the source closes is not part of it
             now = self.clock()
             if self.first_store_at is None:
                 self.first_store_at = now
-            self.received += n
             previous, self.latest_us = self.latest_us, int(store.getHighestTime())
             offset_us = self.latest_us - now * 1e6
             new_clock = previous is not None and (self.latest_us < previous
@@ -155,27 +168,63 @@ class TakeFiles:
             if self._offset_us is None or new_clock:
                 self._offset_us = offset_us  # a new clock (a camera started again): read it afresh
             self._offset_us = max(self._offset_us, offset_us)
+            while self._cuts and self._cuts[0][0] <= self.latest_us:
+                cut_us, path = self._cuts.popleft()
+                if store.getLowestTime() < cut_us:
+                    before, store = _split(store, cut_us)
+                    self._write(before)
+                self._rotate(path)
+            self._write(store)
+
+    def _write(self, store) -> None:
+        if self._recorder is not None and len(store):
             self._recorder.write_store(store)
+            self.received += len(store)  # received during the session (after its last cut the stream is not)
+
+    def _rotate(self, path: Path | None) -> None:
+        old, self._recorder = self._recorder, AedatRecorder(path, self.geometry, force=True) if path else None
+        if old is not None:
+            old.close()
+            self.closed.append((old.path, old.events, old.last_time_us))
 
     def stream_time(self, at: float) -> int | None:
-        """The stream's time at ``at`` (on ``clock``): the camera's clock is read off the store that came with the
-        least delay since the clock started, so a source that falls behind for a while does not shift a label; never
-        before the newest event received."""
+        """The camera's time at ``at`` (on ``clock``): read off the store that came with the least delay since the
+        clock started, so a source or a reader that falls behind for a while does not shift a label; never before
+        the newest event received."""
         with self._lock:
             if self.latest_us is None:
                 return None
             return max(self.latest_us, int(at * 1e6 + self._offset_us))
 
-    def open(self, path: Path | None) -> tuple[Path, int] | None:
-        """Send the next store to ``path`` (None: to no file) and finalise the file on now, between two stores;
-        returns that file's path and the events written to it."""
-        recorder = AedatRecorder(path, self.geometry, force=True) if path is not None else None
+    def open(self, path: Path) -> None:
+        """The first file: every store goes there until the first cut."""
         with self._lock:
-            old, self._recorder = self._recorder, recorder
-        if old is None:
-            return None
-        old.close()
-        return old.path, old.events
+            self._rotate(path)
+
+    def cut_at(self, cut_us: int, path: Path | None) -> None:
+        """From camera time ``cut_us`` on, events go to ``path`` (None: the session's last file ends there)."""
+        with self._lock:
+            self._cuts.append((cut_us, path))
+
+    def continue_into(self, path: Path) -> bool:
+        """The session's last cut, still ahead, starts ``path`` instead of ending the recording: False if it has
+        passed already."""
+        with self._lock:
+            if self._cuts and self._cuts[-1][1] is None:
+                self._cuts[-1] = (self._cuts[-1][0], path)
+                return True
+            return False
+
+    def close_now(self) -> None:
+        """End the file on now (the session stops before the stream reaches its cuts)."""
+        with self._lock:
+            self._cuts.clear()
+            self._rotate(None)
+
+    @property
+    def pending_cuts(self) -> int:
+        with self._lock:
+            return len(self._cuts)
 
     @property
     def events_in_file(self) -> int:
@@ -198,11 +247,14 @@ class CollectSession:
         self._phase_ends = 0.0
         self._count = 0
         self._go_us: int | None = None
-        self._go_events = 0
-        self._pending: tuple[Take, int, int] | None = None
+        self._labels: dict[Path, tuple[Take, int, int] | None] = {}  # a file's take and label, once fixed
+        self._takes_of: dict[Path, Take] = {}
         self.finished: list[FinishedTake] = []
+        self._stopped = False
+        self._pending_prompts: list[Prompt] = []  # prompts of a take asked again after the last one
         if self.queue:  # the first take's file is open before the first event: every event lands in a file
             self.current, self.redo = self.queue.popleft()
+            self._takes_of[self._path(self.current)] = self.current
             self.files.open(self._path(self.current))
         else:
             self.phase = "done"
@@ -216,7 +268,13 @@ class CollectSession:
 
     @property
     def done(self) -> bool:
-        return self.phase == "done"
+        """Every take prompted and its file finalised (the stream has reached the last cut)."""
+        return self.phase == "done" and self.files.pending_cuts == 0 and not self.files.closed
+
+    def behind_s(self) -> float:
+        """How far the events written lag behind the camera's clock now (a reader that falls behind)."""
+        now_us, latest = self.files.stream_time(self.clock()), self.files.latest_us
+        return 0.0 if now_us is None or latest is None else (now_us - latest) / 1e6
 
     def progress(self) -> float:
         """Fraction of the phase on now that has passed (for a progress bar)."""
@@ -243,17 +301,23 @@ class CollectSession:
             out += self._begin(now)
         while self.phase not in ("done", "waiting") and now >= self._phase_ends:
             out += self._advance(self._phase_ends)
+        out += self._collect_closed()
+        out += self._pending_prompts
+        self._pending_prompts = []
         return out
 
-    def _next_take(self, at: float) -> list[Prompt | FinishedTake]:
-        """Finalise the take on now (its pause is over) and start the next one, or end the session."""
+    def _next_take(self, at: float) -> list[Prompt]:
+        """The pause is over: the take's file ends here on the camera's clock; start the next take, or end."""
         nxt = self.queue.popleft() if self.queue else None
-        out = self._finish(self.files.open(self._path(nxt[0]) if nxt else None))
+        path = self._path(nxt[0]) if nxt else None
+        if path is not None:
+            self._takes_of[path] = nxt[0]
+        self.files.cut_at(self.files.stream_time(at), path)
         if nxt is None:
             self.phase, self.current = "done", None
-            return out + [self._prompt("done", 0.0)]
+            return [self._prompt("done", 0.0, at=at)]
         self.current, self.redo = nxt
-        return out + self._begin(at)
+        return self._begin(at)
 
     def _begin(self, at: float) -> list[Prompt]:
         if self.plan.countdown_s > 0:
@@ -263,10 +327,10 @@ class CollectSession:
 
     def _start_go(self, at: float) -> list[Prompt]:
         self.phase, self._phase_ends = "go", at + self.plan.take_s
-        self._go_us, self._go_events = self.files.stream_time(at), self.files.received
+        self._go_us = self.files.stream_time(at)
         return [self._prompt("go", self.plan.take_s, at=at)]
 
-    def _advance(self, at: float) -> list[Prompt | FinishedTake]:
+    def _advance(self, at: float) -> list[Prompt]:
         if self.phase == "countdown":
             if self._count > 1:
                 self._count -= 1
@@ -274,39 +338,54 @@ class CollectSession:
                 return [self._prompt("countdown", self.plan.countdown_s / 3, self._count, at=at)]
             return self._start_go(at)
         if self.phase == "go":
-            self._end_gesture(at)
+            self._labels[self._path(self.current)] = (self.current, self._go_us, self.files.stream_time(at))
             self.phase, self._phase_ends = "pause", at + self.plan.pause_s
             return [self._prompt("pause", self.plan.pause_s, at=at)]
         return self._next_take(at)  # the pause is over
 
-    def _end_gesture(self, at: float) -> None:
-        """The gesture phase is over: its label is fixed; the file stays open for the pause."""
-        take, end_us = self.current, self.files.stream_time(at)
-        if self._go_us is None or end_us is None or self.files.received == self._go_events:
-            self.queue.appendleft((take, True))  # nothing arrived during the take (the stream dropped): again
-            log.warning("no events arrived during take %d (%s); it is asked again", take.index + 1, take.class_name)
-            self._pending = None
-        else:
-            self._pending = (take, self._go_us, end_us)
+    def _collect_closed(self) -> list[FinishedTake]:
+        out = []
+        while self.files.closed:
+            out += self._finish(*self.files.closed.popleft())
+        return out
 
-    def _finish(self, closed: tuple[Path, int] | None) -> list[FinishedTake]:
-        """A closed take file: label it and list it in session.json, or keep it as unfinished."""
-        if closed is None:
-            return []
-        path, events = closed
-        pending, self._pending = self._pending, None
-        if pending is None:
+    def _finish(self, path: Path, events: int, last_us: int | None) -> list[FinishedTake]:
+        """A finalised take file: label it and list it in session.json when it holds the whole gesture, else keep
+        it as unfinished (and ask for the take again while the session runs)."""
+        label = self._labels.pop(path, None)
+        take = self._takes_of.pop(path, None)
+        if label is None or last_us is None or last_us < label[2] or events == 0:
             unfinished = path.with_name(path.stem + ".unfinished.aedat4")
-            path.replace(unfinished)
-            log.info("the unfinished take is kept as %s", unfinished)
+            if path.exists():
+                path.replace(unfinished)
+                log.info("the unfinished take is kept as %s", unfinished)
+            if take is not None and not self._stopped and label is not None:
+                self.queue.append((take, True))  # the stream broke off during it: ask again
+                if self.phase == "done":
+                    self._restart_after_done()
             return []
-        take, start_us, end_us = pending
+        take, start_us, end_us = label
         write_labels_csv(labels_path_for(path), [LabelInterval(take.class_id, start_us, end_us)])
         finished = FinishedTake(take, path.name, events, start_us, end_us, (end_us - start_us) / 1e6)
         self.finished.append(finished)
         self.record.takes = [t for t in self.record.takes if t["take"] != take.index + 1] + [finished.to_json()]
         self.record.save(self.folder)
         return [finished]
+
+    def _restart_after_done(self) -> None:
+        """A take asked again after the last prompt (a redo, a take the stream lost): the session goes on with it.
+        Its file starts where the session's last file was to end, or now if that file has ended."""
+        if self._stopped or not self.queue:
+            return
+        take, self.redo = self.queue.popleft()
+        path = self._path(take)
+        self._takes_of[path] = take
+        now = self.clock()
+        if not self.files.continue_into(path):
+            self.files.cut_at(self.files.stream_time(now), path)
+        self.current = take
+        self.phase = "waiting" if self.files.latest_us is None else self.phase
+        self._pending_prompts = self._begin(now)
 
     def redo_last(self) -> Take | None:
         """Discard the last finished take (moved to ``discarded/``) and ask for it again after the take on now."""
@@ -318,13 +397,14 @@ class CollectSession:
         take = Take(last["take"] - 1, last["round"] - 1, last["class_id"], last["class_name"])
         self.finished = [f for f in self.finished if f.take != take]
         self.queue.appendleft((take, True))
+        if self.phase == "done":
+            self._restart_after_done()
         return take
 
     def close(self) -> list[FinishedTake]:
-        """End the session now (Ctrl-C, window closed, stream over): a take whose gesture is complete is kept as
-        finished, any other is kept as unfinished; every file is finalised."""
-        if self.phase == "go":
-            self._pending = None
-        out = self._finish(self.files.open(None))
+        """End the session now (Ctrl-C, window closed, stream over): every file is finalised; a take whose gesture
+        the file holds whole is kept as finished, any other as unfinished."""
+        self._stopped = True
+        self.files.close_now()
         self.phase = "done"
-        return out
+        return self._collect_closed()
