@@ -38,7 +38,8 @@ def summary(session: CollectSession) -> dict:
     return {"type": "summary", "folder": str(session.folder), "takes_recorded": len(session.record.takes),
             "takes_planned": session.total, "takes_this_run": len(session.finished),
             "received_events": session.files.received, "events_in_finished_takes": recorded,
-            "complete": len(session.record.takes) == session.total}
+            "complete": len(session.record.takes) == session.total,
+            "max_behind_s": round(session.max_behind_s, 2)}
 
 
 def run_headless(pipeline, session: CollectSession, stop: list, emit) -> None:

@@ -252,6 +252,7 @@ class CollectSession:
         self.finished: list[FinishedTake] = []
         self._stopped = False
         self._pending_prompts: list[Prompt] = []  # prompts of a take asked again after the last one
+        self.max_behind_s = 0.0  # the most the events reaching the files lagged behind the camera's clock
         if self.queue:  # the first take's file is open before the first event: every event lands in a file
             self.current, self.redo = self.queue.popleft()
             self._takes_of[self._path(self.current)] = self.current
@@ -295,6 +296,7 @@ class CollectSession:
         """Advance through every phase boundary passed; the prompts (and finished takes) to show, in order."""
         out: list[Prompt | FinishedTake] = []
         now = self.clock()
+        self.max_behind_s = max(self.max_behind_s, self.behind_s())
         if self.phase == "waiting":
             if self.files.latest_us is None:
                 return out  # the protocol starts with the first event: the person sees the camera works

@@ -49,10 +49,11 @@ class FinetuneSettings:
     data: tuple[str, ...]
     out: str
     trainable: str = "all"
-    epochs: int = 6
+    epochs: int = 5
     lr: float = 1e-3
     batch_size: int = 16
-    windows_per_gesture: int = 8
+    windows_per_gesture: int = 4
+    eval_limit: int = 240  # held-out windows scored after each epoch (evenly spaced); the card scores them all
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
