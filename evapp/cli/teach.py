@@ -81,10 +81,13 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500))
 @settings_option(FinetuneSettings, "lr", "--lr", type=click.FloatRange(min=0, min_open=True, max=1),
                  help="Peak learning rate (AdamW, cosine schedule).")
+@settings_option(FinetuneSettings, "head_lr_scale", "--head-lr-scale", type=click.FloatRange(min=0, min_open=True,
+                                                                                         max=1000),
+                 help="The classifier's learning rate as a multiple of --lr (its new rows start from nothing).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
-def finetune(base, data_dirs, out_dir, trainable, epochs, lr, seed, threads, force) -> None:
+def finetune(base, data_dirs, out_dir, trainable, epochs, lr, head_lr_scale, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -94,7 +97,8 @@ def finetune(base, data_dirs, out_dir, trainable, epochs, lr, seed, threads, for
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already exists; pass --force to replace it.")
-    settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable, epochs, lr, seed=seed, threads=threads)
+    settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable, epochs, lr, head_lr_scale, seed=seed,
+                                threads=threads)
     print_json(run_finetune(settings))
 
 

@@ -109,6 +109,12 @@ def adapted_model(base_model, class_names: tuple[str, ...]):
     return model
 
 
+def _head_scale(model, settings: FinetuneSettings) -> dict[str, float]:
+    """The classifier's parameter names -> ``head_lr_scale``."""
+    head = {id(p) for p in classifier(model).parameters()}
+    return {name: settings.head_lr_scale for name, p in model.named_parameters() if id(p) in head}
+
+
 def set_trainable(model, trainable: str) -> int:
     """Freeze all but what ``trainable`` names; returns the parameters left to train. ``last``: the classifier and
     the parameters registered after the last block's start (the last quarter of the parameter tensors)."""
@@ -159,6 +165,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                    epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
                                    warmup_epochs=0.5, windows_per_gesture=settings.windows_per_gesture,
                                    mixup=False, seed=settings.seed, device=settings.device,
+                                   eval_limit=settings.eval_limit, lr_scales=_head_scale(model, settings),
                                    init=str(base.artifact.folder))
     final = train(train_settings, prepared=Prepared(framed_train, framed_test, spec, T), progress=progress,
                   model=model)
@@ -176,7 +183,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": settings.epochs,
-               "lr": settings.lr, "base_training": base.artifact.training}
+               "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training}
     metrics = {"data_kind": "user recordings (evapp collect)", "held_out_takes": len(framed_test)}
     if held is not None:
         metrics.update(clip_accuracy=round(held["clip_accuracy"], 4), clips=held["clips"],
@@ -215,12 +222,14 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, p
     lines = [f"# {name}: model card (fine-tuned)", "",
              f"Fine-tuned from `{lineage['base']}` (architecture `{cfg.name}`, T = {cfg.T}, N = {cfg.events_per_frame})"
              f" on the user's own recordings by `{lineage['command']}`, {lineage['finished']}, {lineage['seconds']} s "
-             f"on {lineage['machine']}.", "",
+             f"on the {lineage['machine'].removeprefix('machine: ')}.", "",
              f"- classes ({len(names)}): {', '.join(names)}",
              f"- kept from the base: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'}; "
              f"dropped: {', '.join(dropped) or 'none'}",
              f"- trained: `{lineage['trainable']}` ({lineage['parameters_trained']:,} parameters), "
-             f"{lineage['epochs']} epochs, learning rate {lineage['lr']}", "", "## Data", ""]
+             f"{lineage['epochs']} epochs, learning rate {lineage['lr']} "
+             f"(the classifier's x{lineage['head_lr_scale']})",
+             "", "## Data", ""]
     for f in lineage["data"]:
         lines.append(f"- `{f['folder']}`: {f['takes']} takes, {f['gesture_s']} s of gestures, camera "
                      f"`{f['camera']}` {'x'.join(map(str, f['geometry']))}")

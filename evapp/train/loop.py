@@ -70,15 +70,18 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    """timm's rule: no weight decay on 1-d parameters (biases, norms) and on the model's named exceptions."""
+def _param_groups(model, weight_decay: float, lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """timm's rule: no weight decay on 1-d parameters (biases, norms) and on the model's named exceptions.
+    ``lr_scales``: parameter-name prefix -> factor on the learning rate (a fine-tuned model's new classifier)."""
     skip = model.no_weight_decay()
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scale = next((f for prefix, f in (lr_scales or {}).items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((not (p.ndim <= 1 or name in skip), scale), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale}
+            for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, minimum: float) -> float:
@@ -225,7 +228,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     ckpt = Checkpoint(out)
     amp = device.type == "cuda" if settings.amp is None else settings.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, eps=1e-8)
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay, settings.lr_scales), lr=settings.lr,
+                                  eps=1e-8)
     start_epoch, step, best = 0, 0, -1.0
     if resume:
         state = ckpt.load()
@@ -277,7 +281,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             if wide is not None:
                 xb = wide(xb, gen)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, warmup_steps, settings.lr, settings.min_lr)
+                group["lr"] = group["lr_scale"] * lr_at(step, total_steps, warmup_steps, settings.lr, settings.min_lr)
             with torch.autocast(device.type, enabled=amp):
                 if settings.objective == "stream":
                     loss = _stream_loss(net.module if world > 1 else net, xb.transpose(0, 1).to(device),

@@ -39,6 +39,7 @@ class TrainSettings:
     model_overrides: dict = field(default_factory=dict)
     threads: int | None = None
     init: str | None = None  # weights (.safetensors, or a run or artifact folder) to start from: fine-tuning
+    lr_scales: dict = field(default_factory=dict)  # parameter-name prefix -> learning-rate factor
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class FinetuneSettings:
     trainable: str = "all"
     epochs: int = 5
     lr: float = 1e-3
+    head_lr_scale: float = 1.0  # the classifier's learning rate, as a multiple of ``lr``
     batch_size: int = 16
     windows_per_gesture: int = 4
     eval_limit: int = 240  # held-out windows scored after each epoch (evenly spaced); the card scores them all
