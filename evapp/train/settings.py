@@ -51,8 +51,8 @@ class FinetuneSettings:
     out: str
     trainable: str = "all"
     epochs: int = 5
-    lr: float = 1e-3
-    head_lr_scale: float = 1.0  # the classifier's learning rate, as a multiple of ``lr``
+    lr: float = 2e-3
+    head_lr_scale: float = 10.0  # the classifier's learning rate, as a multiple of ``lr``
     batch_size: int = 16
     windows_per_gesture: int = 4
     eval_limit: int = 240  # held-out windows scored after each epoch (evenly spaced); the card scores them all
