@@ -43,6 +43,18 @@ def read_file(path: Path) -> np.ndarray:
         source.close()
 
 
+def collect_to_end(server, port: int, out: Path, *args: str) -> tuple[list[dict], str]:
+    """Run ``evapp collect --headless`` against ``server`` until it ends by itself (exit 0); its JSON lines and
+    stderr."""
+    proc = start_collect(port, out, *args)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        finish(proc, server)
+    assert proc.returncode == 0, stderr
+    return json_lines(stdout), stderr
+
+
 def finish(*procs) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -54,13 +66,7 @@ def test_takes_hold_every_event_received_and_labels_are_the_prompts_times(tmp_pa
     port, out = free_port(), tmp_path / "takes"
     n = 600_000
     server = start_server(port, n, seed=4, rate=60_000, batch=2000, paced=True)
-    proc = start_collect(port, out, "--classes", "wave,clap", "--takes", "2", *TIMING)
-    try:
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        finish(proc, server)
-    assert proc.returncode == 0, stderr
-    lines = json_lines(stdout)
+    lines, stderr = collect_to_end(server, port, out, "--classes", "wave,clap", "--takes", "2", *TIMING)
     prompts = [x for x in lines if x["type"] == "prompt"]
     takes = [x for x in lines if x["type"] == "take"]
     summary = lines[-1]
@@ -123,13 +129,7 @@ def test_an_interrupted_session_keeps_its_takes_and_continues_with_redo_last(tmp
 
     port = free_port()
     server = start_server(port, 3_000_000, seed=6, rate=60_000, batch=2000, paced=True)
-    proc = start_collect(port, out, "--classes", "a,b,c", "--takes", "2", "--redo-last", *TIMING)
-    try:
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        finish(proc, server)
-    assert proc.returncode == 0, stderr
-    lines = json_lines(stdout)
+    lines, _ = collect_to_end(server, port, out, "--classes", "a,b,c", "--takes", "2", "--redo-last", *TIMING)
     redone = [x for x in lines if x["type"] == "take"]
     assert [t["take"] for t in redone] == [2, 3, 4, 5, 6]  # the discarded take first, then the missing ones
     assert (out / "discarded" / last).is_file()  # the user's redo moves it aside, never deletes it

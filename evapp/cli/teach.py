@@ -14,7 +14,6 @@ from evapp.train.settings import TRAINABLE, FinetuneSettings
 log = logging.getLogger(__name__)
 
 
-
 @click.command(short_help="Record labelled takes of your own gestures, guided by prompts.")
 @click.option("--camera", required=True, metavar="dvxplorer|davis|dvs128|SERIAL|tcp://HOST:PORT",
               help="Camera kind or serial number (USB, through dv-processing), or a network stream.")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PHASES = ("countdown", "go", "pause", "done")
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -79,11 +78,6 @@ class CollectPlan:
                 out.append(Take(len(out), r, int(cls), self.classes[int(cls)]))
         return out
 
-    @property
-    def take_total_s(self) -> float:
-        """Wall time of one take, countdown and pause included."""
-        return self.countdown_s + self.take_s + self.pause_s
-
     def to_dict(self) -> dict:
         return {"classes": list(self.classes), "takes": self.takes, "take_s": self.take_s, "pause_s": self.pause_s,
                 "countdown_s": self.countdown_s, "seed": self.seed}
@@ -99,9 +93,9 @@ class Prompt:
     """What the person is asked to do now.
 
     ``phase``: ``countdown`` (``count`` = 3, 2, 1: get ready for ``class_name``), ``go`` (perform it for
-    ``seconds``), ``pause`` (rest for ``seconds``), ``done`` (the session is over). ``stream_us`` is the stream's
-    time when the prompt was shown (the newest event received then, on the recording's own clock), ``None``
-    before the first event."""
+    ``seconds``), ``pause`` (rest for ``seconds``), ``done`` (the session is over). ``stream_us`` is the camera's
+    time when the prompt was shown, on the recording's own clock (``TakeFiles.stream_time``), ``None`` before the
+    first event."""
 
     phase: str
     take: Take | None

@@ -95,11 +95,8 @@ def prepare_folder(folder: str | Path, plan: CollectPlan, redo_last: bool = Fals
             raise InputError(f"{folder} holds a session of the classes {', '.join(record.plan.classes)}; use another "
                              "--out, or the same --classes to continue it.")
         record.plan = plan
-        if redo_last:
-            if not record.takes:
-                raise InputError(f"{folder} holds no finished take to redo.")
-            _discard(folder, record.takes.pop())
-            record.save(folder)
+        if redo_last and discard_last(folder, record) is None:
+            raise InputError(f"{folder} holds no finished take to redo.")
         return record
     if redo_last:
         raise InputError(f"{folder} holds no collect session (no {SESSION_FILE}); --redo-last continues one.")
@@ -117,8 +114,12 @@ def prepare_folder(folder: str | Path, plan: CollectPlan, redo_last: bool = Fals
     return record
 
 
-def _discard(folder: Path, take: dict) -> None:
-    """Move a take's files to ``discarded/`` (the user asked to redo it; nothing is deleted)."""
+def discard_last(folder: Path, record: SessionRecord) -> dict | None:
+    """Move the last finished take's files to ``discarded/`` (the user asked to redo it; nothing is deleted) and
+    drop it from ``session.json``; its entry, or None when there is none."""
+    if not record.takes:
+        return None
+    take = record.takes.pop()
     target = folder / "discarded"
     target.mkdir(exist_ok=True)
     aedat = folder / take["file"]
@@ -126,6 +127,8 @@ def _discard(folder: Path, take: dict) -> None:
         if path.exists():
             shutil.move(str(path), str(target / path.name))
     log.info("take %s moved to %s", take["file"], target)
+    record.save(folder)
+    return take
 
 
 def _split(store, cut_us: int):
@@ -151,7 +154,6 @@ class TakeFiles:
         self.closed: deque[tuple[Path, int, int | None]] = deque()  # finalised files: path, events, last time
         self.received = 0
         self.latest_us: int | None = None
-        self.first_store_at: float | None = None
 
     def __call__(self, store) -> None:
         with self._lock:
@@ -159,8 +161,6 @@ class TakeFiles:
             if not n or (self._recorder is None and not self._cuts):
                 return  # the session is over: what arrives while the source closes is not part of it
             now = self.clock()
-            if self.first_store_at is None:
-                self.first_store_at = now
             previous, self.latest_us = self.latest_us, int(store.getHighestTime())
             offset_us = self.latest_us - now * 1e6
             new_clock = previous is not None and (self.latest_us < previous
@@ -226,11 +226,6 @@ class TakeFiles:
         with self._lock:
             return len(self._cuts)
 
-    @property
-    def events_in_file(self) -> int:
-        with self._lock:
-            return 0 if self._recorder is None else self._recorder.events
-
 
 class CollectSession:
     """The phases of the takes still to record, on the wall clock; ``tick()`` advances them."""
@@ -247,7 +242,7 @@ class CollectSession:
         self._phase_ends = 0.0
         self._count = 0
         self._go_us: int | None = None
-        self._labels: dict[Path, tuple[Take, int, int] | None] = {}  # a file's take and label, once fixed
+        self._labels: dict[Path, tuple[Take, int, int]] = {}  # a file's take and label, once fixed
         self._takes_of: dict[Path, Take] = {}
         self.finished: list[FinishedTake] = []
         self._stopped = False
@@ -386,16 +381,13 @@ class CollectSession:
         if not self.files.continue_into(path):
             self.files.cut_at(self.files.stream_time(now), path)
         self.current = take
-        self.phase = "waiting" if self.files.latest_us is None else self.phase
         self._pending_prompts = self._begin(now)
 
     def redo_last(self) -> Take | None:
         """Discard the last finished take (moved to ``discarded/``) and ask for it again after the take on now."""
-        if not self.record.takes:
+        last = discard_last(self.folder, self.record)
+        if last is None:
             return None
-        last = self.record.takes.pop()
-        _discard(self.folder, last)
-        self.record.save(self.folder)
         take = Take(last["take"] - 1, last["round"] - 1, last["class_id"], last["class_name"])
         self.finished = [f for f in self.finished if f.take != take]
         self.queue.appendleft((take, True))

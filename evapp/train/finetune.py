@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,6 @@ from evapp.train.data import FramedTrial, Trial, frame_trial
 from evapp.train.settings import TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -132,7 +132,6 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     """Fine-tune ``settings.base`` on the data folders and write the artifact to ``settings.out``."""
     from safetensors.torch import load_file
 
-    from evapp.binning import FrameSpec
     from evapp.decoder import DecoderSettings
     from evapp.engine.artifact import Preprocessing, write_artifact
     from evapp.engine.loading import load
@@ -151,9 +150,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     names = collection.class_names
     train_trials, test_trials = held_out_split(collection)
     pre = base.artifact.preprocessing
-    spec = FrameSpec(pre.frames.input_size, pre.frames.events_per_frame, pre.frames.mode,
-                     pre.frames.reference_px_per_input_px)
-    T = pre.T
+    spec, T = pre.frames, pre.T
     framed_train = [frame_trial(t, spec, T, class_names=names) for t in train_trials]
     framed_test = [frame_trial(t, spec, T, class_names=names) for t in test_trials]
     _check_enough(framed_train, T, spec)
@@ -177,8 +174,6 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                          "idle_floor_fps": motion_floor(framed_train)}).to_dict()
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     seconds = round(time.perf_counter() - started, 1)
-    import sys
-
     lineage = {"base": str(base.artifact.folder), "base_classes": list(base.model.cfg.class_names),
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
