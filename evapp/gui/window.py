@@ -350,7 +350,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.timer.stop()
-        self.pipeline.stop()
+        self.pipeline.close()  # the source too: what it still delivers reaches the recording before it is closed
         self.stop_recording()
         super().closeEvent(event)
 
