@@ -140,6 +140,42 @@ def test_finetune_refuses_what_is_not_a_collect_folder(tmp_path, capsys):
     assert "not an 'evapp collect' folder" in capsys.readouterr().err
 
 
+def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, capsys):
+    """--rehearse: a dataset of the base's kind (here a synthetic train split with all 11 classes) is framed as the
+    takes, labelled by the fine-tuned classes only (the others left unlabelled), and mixed into every epoch."""
+    from evapp.simulate.writers import write_dataset
+    from evapp.train.finetune import rehearsal_trials
+
+    root, plain = tuned
+    write_dataset(root / "rehearse", n_users=3, train_users=2, lightings=("led",), seed=4, gesture_s=0.6,
+                  pause_s=0.3, fps=500, split="train")
+    spec = read_artifact(plain).preprocessing.frames
+    trials = rehearsal_trials(str(root / "rehearse"), 5, spec, T, DATA_CLASSES)
+    assert [t.name for t in trials] == ["user01_led.aedat", "user02_led.aedat"]
+    for trial in trials:  # one labelled gesture per tuned class, each labelled by its own name
+        assert sorted(cls for _, _, cls in trial.segments()) == [0, 1, 2]
+        assert {DATA_CLASSES[lab.class_id] for lab in trial.labels} == set(DATA_CLASSES)
+    out = root / "models" / "rehearsed"
+    assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(out),
+                 "--epochs", "4", "--lr", "3e-3", "--threads", "1", "--rehearse", str(root / "rehearse"),
+                 "--rehearse-share", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["rehearsal_trials"] == 2
+    artifact = read_artifact(out)
+    steps = [h["step"] for h in artifact.training["history"]]
+    own_windows = 6 * 4  # the 6 takes not held out, 4 windows each (the default --windows-per-gesture)
+    assert steps[0] == (own_windows + 2 * own_windows) // 16  # and twice as many rehearsal windows, batches of 16
+    assert artifact.training["finetune"]["rehearsal"]["trials"] == ["user01_led.aedat", "user02_led.aedat"]
+    assert "rehearsal (against forgetting the base's classes): 2 trials" in (out / "README.md").read_text()
+
+
+def test_rehearsal_refuses_a_folder_that_is_no_dataset(tuned, tmp_path, capsys):
+    root, _ = tuned
+    assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out",
+                 str(tmp_path / "x"), "--rehearse", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere does not exist" in err and "Traceback" not in err
+
+
 def test_take_stems_name_the_files():
     assert Take(6, 1, 2, "wave").stem == "take-007_wave"
 

@@ -83,10 +83,18 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "head_lr_scale", "--head-lr-scale", type=click.FloatRange(min=0, min_open=True,
                                                                                          max=1000),
                  help="The classifier's learning rate as a multiple of --lr (its new rows start from nothing).")
+@click.option("--rehearse", type=click.Path(file_okay=False), metavar="DATASET",
+              help="A dataset folder of the base's own kind of data ('evapp train --data' layouts; for the shipped "
+                   "models see the README): its train split is mixed in so the base's classes are not forgotten.")
+@settings_option(FinetuneSettings, "rehearse_trials", "--rehearse-trials", type=click.IntRange(min=1),
+                 help="Trials of --rehearse's train split used (evenly spaced).")
+@settings_option(FinetuneSettings, "rehearse_share", "--rehearse-share", type=click.FloatRange(min=0, max=20),
+                 help="Rehearsal windows per epoch as a multiple of the windows of your takes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
-def finetune(base, data_dirs, out_dir, trainable, epochs, lr, head_lr_scale, seed, threads, force) -> None:
+def finetune(base, data_dirs, out_dir, trainable, epochs, lr, head_lr_scale, rehearse, rehearse_trials,
+             rehearse_share, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -97,7 +105,8 @@ def finetune(base, data_dirs, out_dir, trainable, epochs, lr, head_lr_scale, see
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already exists; pass --force to replace it.")
     settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable, epochs, lr, head_lr_scale, seed=seed,
-                                threads=threads)
+                                threads=threads, rehearse=rehearse, rehearse_trials=rehearse_trials,
+                                rehearse_share=rehearse_share)
     print_json(run_finetune(settings))
 
 

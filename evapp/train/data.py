@@ -105,9 +105,10 @@ class FramedTrial:
 
 
 def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
-                class_names: tuple[str, ...] = GESTURE_CLASSES) -> FramedTrial:
+                class_names: tuple[str, ...] = GESTURE_CLASSES, other_classes: str = "refuse") -> FramedTrial:
     """Read one trial through the live source classes and bin it as ``spec`` says (``clip`` mode: each
-    gesture into ``T`` frames); its labels are numbered by ``class_names`` (matched by name)."""
+    gesture into ``T`` frames); its labels are numbered by ``class_names`` (matched by name). A labelled class
+    outside ``class_names`` is refused with one sentence, or (``other_classes="unlabelled"``) left unlabelled."""
     source = open_source(trial.path)
     try:
         mapping = spec.mapping(source.geometry, region)
@@ -121,21 +122,24 @@ def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
                     ends.append(done.t_end_us)
             dense = np.concatenate(counts) if counts else np.zeros((0, *mapping.frame_shape), np.float32)
             t_end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
-            labels = _checked_labels(trial, source, class_names)  # a file source knows its labels once read
+            # a file source knows its labels once read
+            labels = _checked_labels(trial, source, class_names, other_classes)
             frame_labels = labels_at(t_end, labels)
         else:
             events = np.concatenate(list(source.batches()))
-            labels = _checked_labels(trial, source, class_names)
+            labels = _checked_labels(trial, source, class_names, other_classes)
             dense, t_end, frame_labels = _clip_frames(events, mapping, labels, T)
     finally:
         source.close()
     return FramedTrial(trial.path.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
 
 
-def _checked_labels(trial: Trial, source, class_names: tuple[str, ...]) -> list[LabelInterval]:
+def _checked_labels(trial: Trial, source, class_names: tuple[str, ...], other_classes: str) -> list[LabelInterval]:
     if not source.labels:
         raise InputError(f"{trial.path} has no gesture labels (a DVS128 Gesture trial needs its _labels.csv).")
     labels, names = align_labels(source.labels, source.label_classes, class_names)
+    if other_classes == "unlabelled":
+        return [lab for lab in labels if lab.class_id < len(class_names)]
     if len(names) > len(class_names):
         raise InputError(f"{trial.path} labels the class {names[len(class_names)]!r}, which is not among the "
                          f"{len(class_names)} classes being trained ({', '.join(class_names[:4])}, ...).")
@@ -210,6 +214,18 @@ def training_windows(trials: list[FramedTrial], T: int, per_gesture: int, rng: n
                 continue
             out.extend(Window(i, int(s), cls) for s in rng.integers(a, b - T + 1, size=per_gesture))
     return out
+
+
+def sample_windows(trials: list[FramedTrial], T: int, count: int, rng: np.random.Generator,
+                   first: int = 0) -> list[Window]:
+    """``count`` windows of gestures drawn evenly from ``trials[first:]`` (with replacement), each at a random
+    offset: a fixed share of an epoch from a pool of any size (fine-tuning's rehearsal of the base's data)."""
+    gestures = [(i, a, b, cls) for i in range(first, len(trials)) for a, b, cls in trials[i].segments() if b - a >= T]
+    if not gestures or count <= 0:
+        return []
+    picks = rng.integers(0, len(gestures), size=count)
+    return [Window(gestures[k][0], int(rng.integers(gestures[k][1], gestures[k][2] - T + 1)), gestures[k][3])
+            for k in picks]
 
 
 def stream_windows(trials: list[FramedTrial], length: int, count: int, rng: np.random.Generator) -> list[Window]:

@@ -80,6 +80,24 @@ def held_out_split(collection: Collection) -> tuple[list[Trial], list[Trial]]:
     return train, test
 
 
+def rehearsal_trials(root: str, count: int, spec, T: int, names: tuple[str, ...]) -> list[FramedTrial]:
+    """``count`` evenly spaced trials of the train split of the dataset at ``root``, framed as the user's takes
+    and labelled by ``names`` (a class the fine-tuned model does not have is left unlabelled)."""
+    import numpy as np
+
+    from evapp.train.data import find_trials
+
+    trials = find_trials(root, "train")
+    picks = np.unique(np.linspace(0, len(trials) - 1, min(count, len(trials))).round().astype(int))
+    started = time.perf_counter()
+    framed = [frame_trial(trials[i], spec, T, class_names=names, other_classes="unlabelled") for i in picks]
+    log.info("framed %d rehearsal trials of %s in %.1f s", len(framed), root, time.perf_counter() - started)
+    if not any(ft.segments() for ft in framed):
+        raise InputError(f"--rehearse {root}: its train split labels none of the classes fine-tuned "
+                         f"({', '.join(names[:3])}, ...).")
+    return framed
+
+
 def classifier(model) -> torch.nn.Linear:
     """The model's classifier: its last Linear layer with one output per class."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.cfg.num_classes]
@@ -154,6 +172,9 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     framed_train = [frame_trial(t, spec, T, class_names=names) for t in train_trials]
     framed_test = [frame_trial(t, spec, T, class_names=names) for t in test_trials]
     _check_enough(framed_train, T, spec)
+    rehearsal = []
+    if settings.rehearse:  # before the model is built: a wrong folder fails fast
+        rehearsal = rehearsal_trials(settings.rehearse, settings.rehearse_trials, spec, T, names)
     model = adapted_model(base.model, names)
     trained_params = set_trainable(model, settings.trainable)
     out = Path(settings.out)
@@ -163,9 +184,10 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                    warmup_epochs=0.5, windows_per_gesture=settings.windows_per_gesture,
                                    mixup=False, seed=settings.seed, device=settings.device,
                                    eval_limit=settings.eval_limit, lr_scales=_head_scale(model, settings),
-                                   init=str(base.artifact.folder))
-    final = train(train_settings, prepared=Prepared(framed_train, framed_test, spec, T), progress=progress,
-                  model=model)
+                                   init=str(base.artifact.folder), rehearse_share=settings.rehearse_share)
+    prepared = Prepared(framed_train + rehearsal, framed_test, spec, T,
+                        rehearsal_from=len(framed_train) if rehearsal else None)
+    final = train(train_settings, prepared=prepared, progress=progress, model=model)
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
@@ -178,7 +200,9 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": settings.epochs,
-               "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training}
+               "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
+               "rehearsal": {"folder": settings.rehearse, "trials": [t.name for t in rehearsal],
+                             "share": settings.rehearse_share} if rehearsal else None}
     metrics = {"data_kind": "user recordings (evapp collect)", "held_out_takes": len(framed_test)}
     if held is not None:
         metrics.update(clip_accuracy=round(held["clip_accuracy"], 4), clips=held["clips"],
@@ -198,6 +222,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     return {"artifact": str(out), "classes": list(names), "train_takes": len(framed_train),
             "held_out_takes": len(framed_test), "held_out_clip_accuracy": metrics.get("clip_accuracy"),
             "trainable": settings.trainable, "parameters_trained": trained_params, "seconds": seconds,
+            "rehearsal_trials": len(rehearsal),
             "decoder": {k: decoder[k] for k in ("idle_below_fps", "idle_floor_fps")}}
 
 
@@ -228,6 +253,10 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, p
     for f in lineage["data"]:
         lines.append(f"- `{f['folder']}`: {f['takes']} takes, {f['gesture_s']} s of gestures, camera "
                      f"`{f['camera']}` {'x'.join(map(str, f['geometry']))}")
+    if lineage.get("rehearsal"):
+        r = lineage["rehearsal"]
+        lines.append(f"- rehearsal (against forgetting the base's classes): {len(r['trials'])} trials of the train "
+                     f"split of `{r['folder']}`, {r['share']:g}x the user's windows in every epoch")
     lines += ["", "## Held-out takes (the last take of each class)", ""]
     if "clip_accuracy" in metrics:
         lines.append(f"Clip accuracy **{100 * metrics['clip_accuracy']:.1f} %** of {metrics['clips']} clips "

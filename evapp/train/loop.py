@@ -36,6 +36,7 @@ from evapp.train.data import (
     Window,
     evaluation_windows,
     load_split,
+    sample_windows,
     stream_windows,
     training_windows,
     window_position,
@@ -51,6 +52,7 @@ class Prepared:
     test: list[FramedTrial]
     frames: FrameSpec
     T: int
+    rehearsal_from: int | None = None  # train[rehearsal_from:] are rehearsal trials (fine-tuning), sampled apart
 
 
 def _dist() -> tuple[int, int]:
@@ -408,7 +410,11 @@ def _epoch_windows(settings: TrainSettings, prepared: Prepared, T: int, epoch: i
         n = settings.windows_per_gesture * sum(len(t.segments()) for t in prepared.train)
         windows = stream_windows(prepared.train, settings.stream_length, n, rng)
     else:
-        windows = training_windows(prepared.train, T, settings.windows_per_gesture, rng)
+        own = prepared.train[: prepared.rehearsal_from]
+        windows = training_windows(own, T, settings.windows_per_gesture, rng)
+        if prepared.rehearsal_from is not None:  # fine-tuning: the base's own data, a share of the user's windows
+            windows += sample_windows(prepared.train, T, round(settings.rehearse_share * len(windows)), rng,
+                                      first=prepared.rehearsal_from)
     return [windows[i] for i in rng.permutation(len(windows))]
 
 

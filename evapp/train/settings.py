@@ -40,6 +40,7 @@ class TrainSettings:
     threads: int | None = None
     init: str | None = None  # weights (.safetensors, or a run or artifact folder) to start from: fine-tuning
     lr_scales: dict = field(default_factory=dict)  # parameter-name prefix -> learning-rate factor
+    rehearse_share: float = 0.0  # fine-tuning: rehearsal windows per epoch, as a multiple of the user's windows
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class FinetuneSettings:
     batch_size: int = 16
     windows_per_gesture: int = 4
     eval_limit: int = 240  # held-out windows scored after each epoch (evenly spaced); the card scores them all
+    rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
+    rehearse_trials: int = 15  # of its train split, evenly spaced
+    rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
