@@ -34,7 +34,16 @@ for seed in 201 202; do
     --seed "$seed" --classes "$classes" --gesture-s 3 --pause-s 2 --fps 500 > /dev/null
 done
 
-# 3. Before and after, for each architecture.
+# 3. The simulator's own people (the seed and ranges of the shipped models' training set, architectures.md and the
+# model cards): users 1-5 of its train split to rehearse while fine-tuning, its held-out test split (users 20-24)
+# to measure forgetting.
+synth=(--dataset --lightings fluorescent,led,natural --gesture-s 3 --pause-s 1 --seed 11 --vary-sensor)
+[ -f "$out/synth128-test/trials_to_test.txt" ] || evapp simulate "$out/synth128-test" "${synth[@]}" --users 24 \
+  --train-users 19 --split test > /dev/null
+[ -f "$out/synth128-rehearse/trials_to_train.txt" ] || evapp simulate "$out/synth128-rehearse" "${synth[@]}" \
+  --users 6 --train-users 5 --split train > /dev/null
+
+# 4. Before and after, for each architecture.
 for arch in "${archs[@]}"; do
   # One answer per frame for both (sglformer's own staggered:8 costs 8 steps per answer: hours on a CPU here).
   policy=(--policy persistent)

@@ -191,7 +191,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
-    held = evaluate_clips(model, framed_test, T, torch.device("cpu")) if framed_test else None
+    held = (evaluate_clips(model, framed_test, T, torch.device("cpu"), limit=settings.card_eval_limit)
+            if framed_test else None)
     decoder = DecoderSettings.from_dict({**base.artifact.decoder, "idle_below_fps": idle_rate_threshold(framed_train),
                                          "idle_floor_fps": motion_floor(framed_train)}).to_dict()
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

@@ -56,7 +56,8 @@ class FinetuneSettings:
     head_lr_scale: float = 10.0  # the classifier's learning rate, as a multiple of ``lr``
     batch_size: int = 16
     windows_per_gesture: int = 4
-    eval_limit: int = 240  # held-out windows scored after each epoch (evenly spaced); the card scores them all
+    eval_limit: int = 120  # held-out windows scored after each epoch (evenly spaced)
+    card_eval_limit: int = 480  # held-out windows scored for the card (evenly spaced; about 100 per take)
     rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
     rehearse_trials: int = 15  # of its train split, evenly spaced
     rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
