@@ -176,6 +176,19 @@ def test_rehearsal_refuses_a_folder_that_is_no_dataset(tuned, tmp_path, capsys):
     assert "nowhere does not exist" in err and "Traceback" not in err
 
 
+def test_framing_in_worker_processes_gives_the_frames_of_one_process(tuned):
+    from evapp.train.data import Trial, frame_trials
+
+    root, out = tuned
+    trials = [Trial(p, "train") for p in sorted((root / "takes").glob("take-*.aedat4"))[:3]]
+    spec = read_artifact(out).preprocessing.frames
+    one, pool = (frame_trials(trials, spec, T, DATA_CLASSES, workers=w) for w in (1, 2))
+    assert [t.name for t in pool] == [t.name for t in one]
+    for a, b in zip(one, pool, strict=True):
+        assert len(a) > T and np.array_equal(a.dense(0, len(a)), b.dense(0, len(b)))
+        assert np.array_equal(a.frame_labels, b.frame_labels) and np.array_equal(a.t_end_us, b.t_end_us)
+
+
 def test_take_stems_name_the_files():
     assert Take(6, 1, 2, "wave").stem == "take-007_wave"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from evapp.errors import InputError
-from evapp.train.data import FramedTrial, Trial, frame_trial
+from evapp.train.data import FramedTrial, Trial, frame_trials
 from evapp.train.settings import TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def rehearsal_trials(root: str, count: int, spec, T: int, names: tuple[str, ...]
     trials = find_trials(root, "train")
     picks = np.unique(np.linspace(0, len(trials) - 1, min(count, len(trials))).round().astype(int))
     started = time.perf_counter()
-    framed = [frame_trial(trials[i], spec, T, class_names=names, other_classes="unlabelled") for i in picks]
+    framed = frame_trials([trials[i] for i in picks], spec, T, class_names=names, other_classes="unlabelled")
     log.info("framed %d rehearsal trials of %s in %.1f s", len(framed), root, time.perf_counter() - started)
     if not any(ft.segments() for ft in framed):
         raise InputError(f"--rehearse {root}: its train split labels none of the classes fine-tuned "
@@ -169,8 +169,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     train_trials, test_trials = held_out_split(collection)
     pre = base.artifact.preprocessing
     spec, T = pre.frames, pre.T
-    framed_train = [frame_trial(t, spec, T, class_names=names) for t in train_trials]
-    framed_test = [frame_trial(t, spec, T, class_names=names) for t in test_trials]
+    framed = frame_trials(train_trials + test_trials, spec, T, class_names=names)
+    framed_train, framed_test = framed[: len(train_trials)], framed[len(train_trials):]
     _check_enough(framed_train, T, spec)
     rehearsal = []
     if settings.rehearse:  # before the model is built: a wrong folder fails fast
