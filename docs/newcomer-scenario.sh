@@ -52,7 +52,12 @@ for arch in "${archs[@]}"; do
       "${policy[@]}" --json --confusion "$out/$arch-before-$seed.png" > "$out/$arch-before-$seed.json"
   done
   /usr/bin/time -f "finetune $arch: %e s" evapp finetune "$arch" --data "$out/takes" \
-    --out "$out/models/$arch-newcomer" --force > "$out/$arch-finetune.json"
+    --rehearse "$out/synth128-rehearse" --out "$out/models/$arch-newcomer" --force > "$out/$arch-finetune.json"
+  for model in "$arch" "$out/models/$arch-newcomer"; do  # forgetting: the simulator's held-out people
+    tag=$(basename "$model")
+    [ -s "$out/$tag-synthetic.json" ] || evapp eval "$model" --data "$out/synth128-test" --json \
+      > "$out/$tag-synthetic.json"
+  done
   for seed in 201 202; do
     evapp eval-stream "$out/eval/newcomer-$seed.aedat4" --model "$out/models/$arch-newcomer" "${policy[@]}" --json \
       --confusion "$out/$arch-after-$seed.png" > "$out/$arch-after-$seed.json"
@@ -74,5 +79,9 @@ for arch in sys.argv[2:]:
         lat = [r["median_latency_ms"] for r in runs if r["median_latency_ms"] is not None]
         print(f"{arch} {when}: frame accuracy {100 * right / frames:.1f} % of {frames} frames, "
               f"both_arms_raise {100 * new_acc:.1f} %, median latency {sorted(lat)} ms, "
-              f"missed {sum(r['missed_gestures'] for r in runs)} of {sum(r['gestures'] for r in runs)}")
+              f"missed {sum(r['missed_gestures'] for r in runs)} of {sum(r['gestures'] for r in runs)}, "
+              f"false alarms {sum(r['false_alarms'] for r in runs)}")
+    for tag in (arch, f"{arch}-newcomer"):
+        synthetic = json.loads((out / f"{tag}-synthetic.json").read_text())
+        print(f"{tag}: synthetic test split {100 * synthetic['clip_accuracy']:.2f} % of {synthetic['clips']} clips")
 EOF

@@ -51,7 +51,7 @@ class FinetuneSettings:
     data: tuple[str, ...]
     out: str
     trainable: str = "all"
-    epochs: int = 5
+    epochs: int = 3
     lr: float = 2e-3
     head_lr_scale: float = 10.0  # the classifier's learning rate, as a multiple of ``lr``
     batch_size: int = 16
