@@ -146,11 +146,11 @@ def frame_trials(trials: list[Trial], spec: FrameSpec, T: int, class_names: tupl
     if workers <= 1:
         return [job(t) for t in trials]
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    # spawned, not forked: the parent may hold PyTorch's thread pools, which a forked child must not inherit
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(job, trials))
+    # Spawned, not forked: the parent may hold PyTorch's thread pools, which a forked child must not inherit. A
+    # Pool, whose exit terminates the workers: Ctrl-C does not wait for the trials being framed.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.map(job, trials, chunksize=1)
 
 
 def _checked_labels(trial: Trial, source, class_names: tuple[str, ...], other_classes: str) -> list[LabelInterval]:
