@@ -152,3 +152,28 @@ def test_network_address_where_nothing_listens():
 def test_malformed_network_address(spec):
     with pytest.raises(InputError, match="tcp://HOST:PORT"):
         open_source(spec)
+
+
+def test_overlapping_and_unordered_label_rows_are_clipped_with_one_warning(tmp_path, caplog):
+    # user22_led_labels.csv in DVS128 Gesture: a class-9 interval ends after the next one (class 10) starts.
+    events = random_stream(20_000, 128, 128, seed=4)
+    path = tmp_path / "user22_led.aedat"
+    write_aedat3(path, events)
+    t0 = int(events["timestamp"][0])
+    (tmp_path / "user22_led_labels.csv").write_text(
+        "class,startTime_usec,endTime_usec\n"
+        f"8,{t0 + 1000},{t0 + 4000}\n"
+        f"9,{t0 + 5000},{t0 + 9500}\n"  # row 3: overruns row 4 by 1.5 ms
+        f"10,{t0 + 8000},{t0 + 12_000}\n"
+        f"11,{t0 + 20_000},{t0 + 30_000}\n"
+        f"1,{t0 + 14_000},{t0 + 16_000}\n")  # row 6: before row 5
+    with caplog.at_level("WARNING", logger="evapp.sources.aedat3"):
+        source = open_source(path)
+        collect(source)
+    assert source.labels == [LabelInterval(7, 1000, 4000), LabelInterval(8, 5000, 8000),
+                             LabelInterval(9, 8000, 12_000), LabelInterval(0, 14_000, 16_000),
+                             LabelInterval(10, 20_000, 30_000)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("user22_led_labels.csv: rows out of time order, sorted; row 3 (class 9) ends 1.5 ms "
+                                  "after the next interval starts (row 4), clipped to that start")

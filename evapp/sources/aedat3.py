@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import struct
 from pathlib import Path
 
@@ -26,6 +27,8 @@ PACKET_HEADER = struct.Struct("<HHIIIIII")
 POLARITY_EVENT = 1
 _POLARITY_WORD = np.dtype([("data", "<u4"), ("ts", "<u4")])
 DVS128_SIZE = (128, 128)
+
+log = logging.getLogger(__name__)
 
 
 class Aedat3FormatError(InputError):
@@ -143,10 +146,13 @@ def write_class_names(folder: str | Path, names) -> Path:
 
 def read_labels_csv(path: str | Path, t0_us: int = 0, num_classes: int | None = None) -> list[LabelInterval]:
     """Read ``class,startTime_usec,endTime_usec`` rows (1-based classes; ``1..num_classes`` when given) as 0-based
-    intervals rebased by t0."""
-    out = []
+    intervals rebased by t0, in time order.
+
+    Intervals are made disjoint: one that overruns the next one's start is clipped to it (DVS128 Gesture's own
+    ``user22_led_labels.csv`` has such a row), with one warning per file naming the rows."""
+    rows = []
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
+        for row_number, row in enumerate(csv.DictReader(f), start=2):  # row 1 is the header
             try:
                 cls = int(row["class"]) - 1
                 start, end = int(row["startTime_usec"]), int(row["endTime_usec"])
@@ -154,8 +160,32 @@ def read_labels_csv(path: str | Path, t0_us: int = 0, num_classes: int | None = 
                 raise Aedat3FormatError(f"{path} is not a DVS128 Gesture labels file ({exc})") from None
             if num_classes is not None and not 0 <= cls < num_classes:
                 raise Aedat3FormatError(f"{path} labels class {cls + 1}, outside its class list's 1..{num_classes}")
-            out.append(LabelInterval(cls, start - t0_us, end - t0_us))
-    return out
+            rows.append((row_number, LabelInterval(cls, start - t0_us, end - t0_us)))
+    labels, notes = disjoint_intervals(rows)
+    if notes:
+        log.warning("%s: %s", Path(path).name, "; ".join(notes))
+    return labels
+
+
+def disjoint_intervals(rows: list[tuple[int, LabelInterval]]) -> tuple[list[LabelInterval], list[str]]:
+    """``(row number, interval)`` pairs sorted by start, each end clipped to the next start; what was changed,
+    one note per row (an interval left empty by the clip is dropped)."""
+    notes = []
+    if any(a[1].start_us > b[1].start_us for a, b in zip(rows, rows[1:], strict=False)):
+        notes.append("rows out of time order, sorted")
+    ordered = sorted(rows, key=lambda r: (r[1].start_us, r[0]))
+    out = []
+    for i, (row, lab) in enumerate(ordered):
+        end = lab.end_us
+        if i + 1 < len(ordered) and end > ordered[i + 1][1].start_us:
+            end = ordered[i + 1][1].start_us
+            notes.append(f"row {row} (class {lab.class_id + 1}) ends {(lab.end_us - end) / 1e3:,.1f} ms after the "
+                         f"next interval starts (row {ordered[i + 1][0]}), clipped to that start")
+        if end <= lab.start_us:
+            notes.append(f"row {row} (class {lab.class_id + 1}) is empty, dropped")
+            continue
+        out.append(LabelInterval(lab.class_id, lab.start_us, end))
+    return out, notes
 
 
 def write_labels_csv(path: str | Path, labels: list[LabelInterval], t0_us: int = 0) -> None:
