@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from evapp.decoder import IDLE, Decoder, DecoderSettings, MotionFloor, MotionRate, motion_rates
-from evapp.evaluate import confusion_png, stream_metrics
-from evapp.events import LabelInterval
+from evapp.evaluate import confusion_png, onset_curves, onset_png, onset_value, stream_metrics
+from evapp.events import GESTURE_CLASSES, LabelInterval
 
 
 def one_hot(c, p=0.9, n=11):
@@ -104,3 +104,34 @@ def test_stream_metrics_match_hand_computed_numbers(tmp_path):
 
     img = cv2.imread(str(png))
     assert img is not None and img.shape[0] > 400 and img.shape[1] > 600
+
+
+def test_accuracy_since_onset_matches_hand_computed_values(tmp_path):
+    # the scripted predictor above; a fourth gesture of other_gestures (class 10) is never named
+    labels = [LabelInterval(2, 1_000_000, 3_000_000), LabelInterval(5, 4_000_000, 6_000_000),
+              LabelInterval(9, 6_200_000, 6_800_000), LabelInterval(10, 7_000_000, 8_000_000)]
+    script = [(0, IDLE), (1_200_000, 2), (1_300_000, 2), (1_400_000, 2), (3_500_000, 7), (3_600_000, IDLE),
+              (4_500_000, 5), (4_600_000, 0), (4_700_000, 5), (4_800_000, 5), (4_900_000, 5)]
+    t, c = zip(*script, strict=True)
+    curves = onset_curves(labels, t, c, GESTURE_CLASSES)
+    ten = curves["without_other_gestures"]
+    assert ten["t_ms"][:3] == [0, 10, 20] and ten["t_ms"][-1] == 2000 and ten["gestures_at_onset"] == 3
+    # 300 ms: the first gesture shows its class (from 1.2 s), the second idle, the third the second's class
+    assert onset_value(ten, 300) == pytest.approx(1 / 3, abs=1e-4)
+    # 600 ms: the third has ended (6.8 s); the second shows hand_clapping, decided exactly at 4.6 s
+    assert onset_value(ten, 600) == pytest.approx(1 / 2, abs=1e-4) and ten["gestures"][60] == 2
+    assert onset_value(ten, 700) == 1.0
+    assert onset_value(ten, 2000) is None and ten["gestures"][200] == 0  # nothing lasts 2 s here
+    # stable from 200 ms and 700 ms (after the wrong answer at 4.6 s); the third is never right: p95 is "never"
+    assert ten["stable_ms"] == {"median": 700.0, "p95": None, "never": 1}
+    every = curves["all"]
+    assert every["gestures_at_onset"] == 4 and onset_value(every, 300) == pytest.approx(1 / 4, abs=1e-4)
+    assert every["stable_ms"] == {"median": None, "p95": None, "never": 2}  # half the gestures never settle
+    m = stream_metrics(np.arange(80) * 100_000, t, c, labels, confirm=3)
+    m.onset = curves
+    png = tmp_path / "onset.png"
+    onset_png(m, png, title="scripted")
+    import cv2
+
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[1] >= 600

@@ -155,7 +155,8 @@ confirm_option = click.option("--confirm", type=click.IntRange(min=1), default=3
                               help="Correct answers in a row that count as a decision (for the latency).")
 confusion_option = click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
                                 help="Where to save the confusion matrix PNG (default: FILE's name + "
-                                     "_confusion.png in $EVAPP_OUTPUT, else ~/evapp-output).")
+                                     "_confusion.png in $EVAPP_OUTPUT, else ~/evapp-output); the accuracy-since-"
+                                     "onset curve goes beside it (_onset.png).")
 
 
 @click.command("eval-stream", short_help="Frame accuracy and latency on a labelled recording.")
@@ -211,7 +212,7 @@ def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | Non
     """The labelled recording through the pipeline as fast as possible: the streaming metrics as one record."""
     import time
 
-    from evapp.evaluate import confusion_png, evaluate_stream
+    from evapp.evaluate import confusion_png, evaluate_stream, onset_png
     from evapp.model_setup import build_model_setup
     from evapp.paths import output_dir
     from evapp.pipeline import Pipeline, ReplayOptions
@@ -226,10 +227,14 @@ def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | Non
     run = evaluate_stream(pipeline, confirm, file)
     metrics, policy = run.metrics, setup.policy_text
     png = Path(confusion_path) if confusion_path else output_dir() / f"{Path(file).stem}_confusion.png"
-    confusion_png(metrics, png, title=f"{choice.name} on {Path(file).name} ({policy})")
+    title = f"{choice.name} on {Path(file).name} ({policy})"
+    confusion_png(metrics, png, title=title)
+    curve_png = png.with_name(png.stem.removesuffix("_confusion") + "_onset.png")
+    onset_png(metrics, curve_png, title=title)
     return {"file": str(file), "model": choice.name, "policy": policy,
             "events_per_frame": setup.frame_spec.events_per_frame, "frames": run.frames, "answers": run.answers,
-            **metrics.to_dict(), "confusion_png": str(png), "recording_s": pipeline.position_us / 1e6,
+            **metrics.to_dict(), "confusion_png": str(png), "onset_png": str(curve_png),
+            "recording_s": pipeline.position_us / 1e6,
             "wall_s": round(time.perf_counter() - started, 1)}
 
 
