@@ -29,6 +29,14 @@ def _save(fig, path) -> Path:
     return path
 
 
+def beside(confusion_png, figure: str) -> Path:
+    """Where another figure goes beside a confusion matrix: ``demo_confusion.png`` -> ``demo_onset.png``,
+    ``confusion.png`` -> ``onset.png``."""
+    path = Path(confusion_png)
+    stem = path.stem.removesuffix("confusion").rstrip("_-")
+    return path.with_name(f"{stem}_{figure}.png" if stem else f"{figure}.png")
+
+
 def confusion_matrix_png(conf, names: list[str], path, title: str = "",
                          footer: str = "rows: labelled class, columns: class shown", column_names=None) -> Path:
     """A confusion matrix as a PNG: colours normalised per row, counts in the cells."""

@@ -67,6 +67,10 @@ def test_shipped_model_recognises_demo_gestures(name, demo_rotations, shipped_mo
     assert png.is_file()
     assert report["gestures"] == 2 and report["missed_gestures"] == 0 and report["false_alarms"] == 0
     assert report["frame_accuracy"] >= 0.8, report["confusion"]
+    onset = report["accuracy_since_onset"]["without_other_gestures"]
+    assert onset["gestures_at_onset"] == 2 and onset["accuracy"][0] == 0.0 and onset["accuracy"][-1] == 1.0
+    assert 0 < onset["stable_ms"]["median"] < 1000 and onset["stable_ms"]["never"] == 0
+    assert Path(report["onset_png"]) == tmp_path / "onset.png" and (tmp_path / "onset.png").is_file()
 
 
 def test_demo_prints_what_was_named_and_how_soon(demo_rotations, shipped_models, monkeypatch, output_folder, capsys):
@@ -84,5 +88,8 @@ def test_demo_prints_what_was_named_and_how_soon(demo_rotations, shipped_models,
     assert [r[0] for r in rows] == ["right_arm_clockwise", "right_arm_counter_clockwise"]
     assert all(r[3] == r[0] and r[-1] == "ms" for r in rows)  # named as labelled, with the latency
     assert out[4].startswith("2 of 2 gestures named") and "frame accuracy" in out[4]
-    assert (output_folder / "demo_confusion.png").is_file() and out[5].endswith("demo_confusion.png")
-    assert out[6].endswith(" s") and "of recording evaluated in" in out[6]
+    assert out[5].startswith("accuracy since onset (all classes, 2 gestures): ")
+    assert out[6].startswith("accuracy since onset (without other_gestures, 2 gestures): ")
+    assert (output_folder / "demo_confusion.png").is_file() and out[7].endswith("demo_confusion.png")
+    assert (output_folder / "demo_onset.png").is_file() and out[8].endswith("demo_onset.png")
+    assert out[9].endswith(" s") and "of recording evaluated in" in out[9]

@@ -189,6 +189,14 @@ def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
     assert set(artifact.decoder) == {"smoothing", "threshold", "hold", "idle_below_fps", "idle_floor_fps"}
     assert artifact.decoder["idle_below_fps"] > 1.0 and f"idle below {artifact.decoder['idle_below_fps']}" in card
     assert artifact.decoder["idle_floor_fps"] > 0 and f"streams' {artifact.decoder['idle_floor_fps']} frames/s" in card
+    # the figures: the test split's confusion matrix and the learning curve, drawn from the run's history
+    import cv2
+
+    folder = packaged / "models" / "tiny-saformer"
+    assert artifact.training["history"] == [json.loads(line) for line in
+                                            (packaged / "run" / "metrics.jsonl").read_text().splitlines()]
+    for png in ("confusion.png", "learning_curve.png"):
+        assert f"]({png})" in card and cv2.imread(str(folder / png)).shape[1] >= 600
 
 
 def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged, dataset, tmp_path):
@@ -248,6 +256,8 @@ def test_eval_reports_clip_accuracy_and_a_confusion_png(packaged, dataset, tmp_p
     assert report["clips"] == artifact.metrics["clips"]
     assert report["clip_accuracy"] == pytest.approx(artifact.metrics["clip_accuracy"], abs=1e-4)
     assert np.asarray(report["confusion"]).sum() == report["clips"] and png.stat().st_size > 1000
+    assert report["learning_curve_png"] == str(tmp_path / "learning_curve.png")
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     by_position = report["accuracy_by_position"]
     assert list(by_position) == ["onset", "steady", "offset"]
     assert sum(r["clips"] for r in by_position.values()) == report["clips"]

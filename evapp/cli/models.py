@@ -154,7 +154,9 @@ def package(run_dir, artifact_dir, data, policy, also, force) -> None:
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (default: the model's artifact).")
 @device_option()
-@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False), help="Save the confusion matrix PNG.")
+@click.option("--confusion", "confusion_path", type=click.Path(dir_okay=False),
+              help="Where to save the confusion matrix PNG (default: NAME_SPLIT_confusion.png in $EVAPP_OUTPUT, else "
+                   "~/evapp-output); the model's learning curve goes beside it (_learning_curve.png).")
 @json_option("Print one JSON object instead of a report.")
 @click.pass_context
 def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_json) -> None:
@@ -168,7 +170,8 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
         return
     from evapp.engine.loading import load
     from evapp.engine.torch_engine import model_frame_spec, resolve_device
-    from evapp.evaluate import confusion_matrix_png
+    from evapp.paths import output_dir
+    from evapp.plots import beside, confusion_matrix_png, learning_curve_png
     from evapp.train.data import load_split
     from evapp.train.loop import evaluate_clips
     from evapp.train.package import position_summary
@@ -181,11 +184,16 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
     trials = load_split(data, split, spec, cfg.T, class_names=tuple(cfg.class_names))
     result = evaluate_clips(model.to(dev), trials, cfg.T, dev)
     result.update({"model": model_name, "data": str(data), "split": split, "trials": len(trials)})
-    if confusion_path:
-        confusion_matrix_png(result["confusion"], list(cfg.class_names), confusion_path,
-                             title=f"{model_name} on {Path(data).name} ({split})",
-                             footer="rows: labelled class, columns: predicted class")
-        result["confusion_png"] = confusion_path
+    png = Path(confusion_path) if confusion_path else output_dir() / f"{Path(model_name).name}_{split}_confusion.png"
+    confusion_matrix_png(result["confusion"], list(cfg.class_names), png,
+                         title=f"{model_name} on {Path(data).name} ({split})",
+                         footer="rows: labelled class, columns: predicted class")
+    result["confusion_png"] = str(png)
+    history = (loaded.artifact.training or {}).get("history") if loaded.artifact else None
+    if history:
+        curve = beside(png, "learning_curve")
+        learning_curve_png(history, curve, title=f"{model_name}: learning curve")
+        result["learning_curve_png"] = str(curve)
     if as_json:
         print_json(result)
         return
@@ -195,6 +203,9 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
         click.echo(f"  {name:28s} {100 * acc:6.2f} %")
     click.echo("by position in the gesture (onset: the first T frames, offset: the last T): "
                + position_summary(result["accuracy_by_position"]))
+    click.echo(f"confusion matrix: {png}")
+    if "learning_curve_png" in result:
+        click.echo(f"learning curve: {result['learning_curve_png']}")
 
 
 COMMANDS = (models, export, train, package, eval_cmd)

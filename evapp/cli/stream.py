@@ -216,6 +216,7 @@ def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | Non
     from evapp.model_setup import build_model_setup
     from evapp.paths import output_dir
     from evapp.pipeline import Pipeline, ReplayOptions
+    from evapp.plots import beside
     from evapp.sources import open_source
 
     started = time.perf_counter()
@@ -229,7 +230,7 @@ def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | Non
     png = Path(confusion_path) if confusion_path else output_dir() / f"{Path(file).stem}_confusion.png"
     title = f"{choice.name} on {Path(file).name} ({policy})"
     confusion_png(metrics, png, title=title)
-    curve_png = png.with_name(png.stem.removesuffix("_confusion") + "_onset.png")
+    curve_png = beside(png, "onset")
     onset_png(metrics, curve_png, title=title)
     return {"file": str(file), "model": choice.name, "policy": policy,
             "events_per_frame": setup.frame_spec.events_per_frame, "frames": run.frames, "answers": run.answers,

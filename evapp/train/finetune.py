@@ -155,7 +155,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     from evapp.engine.loading import load
     from evapp.machine import describe_machine
     from evapp.train.loop import Prepared, command_line, evaluate_clips, train
-    from evapp.train.package import idle_rate_threshold, motion_floor
+    from evapp.train.package import idle_rate_threshold, motion_floor, write_figures
     from evapp.train.settings import TrainSettings
 
     started = time.perf_counter()
@@ -210,16 +210,11 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                        per_class_accuracy=held["per_class_accuracy"])
     training = {"command": lineage["command"], "finetune": lineage, "epochs_run": len(history),
                 "train_seconds": final.get("train_seconds"), "history": history}
-    png = out / "confusion.png"
-    card = finetune_card(out.name, model.cfg, lineage, metrics, history, png.name if held else None, names)
+    card = finetune_card(out.name, model.cfg, lineage, metrics, history, held is not None, names)
     write_artifact(out, model, Preprocessing(spec, T, names), policy=base.artifact.policy, decoder=decoder,
                    metrics=metrics, training=training, card=card)
-    if held is not None:
-        from evapp.evaluate import confusion_matrix_png
-
-        confusion_matrix_png(held["confusion"], list(names), png,
-                             title=f"{out.name}: held-out takes ({held['clips']} clips)",
-                             footer="rows: labelled class, columns: class answered")
+    write_figures(out, out.name, history, held["confusion"] if held else None, list(names),
+                  f"held-out takes, {held['clips']} clips" if held else "")
     return {"artifact": str(out), "classes": list(names), "train_takes": len(framed_train),
             "held_out_takes": len(framed_test), "held_out_clip_accuracy": metrics.get("clip_accuracy"),
             "trainable": settings.trainable, "parameters_trained": trained_params, "seconds": seconds,
@@ -235,7 +230,9 @@ def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
                          "(--take-s) or more movement.")
 
 
-def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, png: str | None, names) -> str:
+def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, has_confusion: bool, names) -> str:
+    from evapp.train.package import figures_markdown
+
     base_names = set(lineage["base_classes"])
     kept = [n for n in names if n in base_names]
     new = [n for n in names if n not in base_names]
@@ -264,11 +261,11 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, p
                      f"({metrics['held_out_takes']} takes).")
         lines += ["", "| class | accuracy |", "|---|---|"]
         lines += [f"| {n} | {100 * a:.1f} % |" for n, a in zip(names, metrics["per_class_accuracy"], strict=True)]
-        if png:
-            lines += ["", f"![confusion matrix]({png})"]
+        lines += figures_markdown(confusion=has_confusion, history=False)
     else:
         lines.append("No class had two takes: nothing was held out.")
-    lines += ["", "## Learning curve", "", "| epoch | train loss | held-out clip accuracy |", "|---|---|---|"]
+    lines += ["", "## Learning curve"] + figures_markdown(confusion=False, history=bool(history))
+    lines += ["", "| epoch | train loss | held-out clip accuracy |", "|---|---|---|"]
     for h in history:
         acc = h.get("test_clip_accuracy")
         lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {'' if acc is None else f'{100 * acc:.1f} %'} |")

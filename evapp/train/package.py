@@ -110,12 +110,44 @@ def package_run(run_dir: str | Path, artifact_dir: str | Path, data: str | Path 
     pre = Preprocessing(thinned, cfg.T, tuple(cfg.class_names))
     training = {"command": run["command"], "data": str(data), "seed": settings["seed"], "machine": run["machine"],
                 "train_seconds": history[-1]["elapsed_s"] if history else None, "epochs_run": len(history),
-                "settings": settings, "init_from": run.get("init_from")}
+                "settings": settings, "init_from": run.get("init_from"), "history": history}
     card = model_card(cfg, metrics, training, main, extra, history, policy, decoder)
     write_artifact(artifact_dir, model, pre, policy=policy, decoder=decoder, metrics=metrics,
                    training=training, card=card)
+    write_figures(artifact_dir, cfg.name, history, main["confusion"], list(cfg.class_names),
+                  f"{kind_label(metrics['data_kind'])} test split, {main['clips']} clips")
     return {"artifact": str(artifact_dir), "clip_accuracy": metrics["clip_accuracy"], "clips": main["clips"],
             "also": metrics["also"], "decoder": decoder}
+
+
+CONFUSION_PNG = "confusion.png"
+LEARNING_CURVE_PNG = "learning_curve.png"
+
+
+def kind_label(kind: str) -> str:
+    return "synthetic" if kind == "synthetic" else kind
+
+
+def write_figures(folder: str | Path, name: str, history: list[dict], confusion, class_names: list[str],
+                  evaluated_on: str) -> None:
+    """An artifact's figures: the confusion matrix of its held-out clips and its learning curve."""
+    from evapp.plots import confusion_matrix_png, learning_curve_png
+
+    folder = Path(folder)
+    if confusion is not None:
+        confusion_matrix_png(confusion, class_names, folder / CONFUSION_PNG, title=f"{name}: {evaluated_on}",
+                             footer="rows: labelled class, columns: class answered")
+    if history:
+        learning_curve_png(history, folder / LEARNING_CURVE_PNG, title=f"{name}: learning curve")
+
+
+def figures_markdown(confusion: bool = True, history: bool = True) -> list[str]:
+    lines = []
+    if confusion:
+        lines += ["", f"![confusion matrix of the held-out clips]({CONFUSION_PNG})"]
+    if history:
+        lines += ["", f"![learning curve: train loss and validation accuracy per epoch]({LEARNING_CURVE_PNG})"]
+    return lines
 
 
 def position_summary(by_position: dict) -> str:
@@ -171,8 +203,9 @@ def model_card(cfg, metrics: dict, training: dict, main: dict, extra: dict, hist
         lines.append(f"- `{name}`: {100 * res['clip_accuracy']:.2f} % of {res['clips']} clips ({res['trials']} trials)")
     lines += ["", "| class | accuracy |", "|---|---|"]
     lines += [f"| {n} | {100 * a:.1f} % |" for n, a in zip(cfg.class_names, main["per_class_accuracy"], strict=True)]
-    lines += ["", "## Learning curve", "", "| epoch | train loss | test clip accuracy | elapsed s |",
-              "|---|---|---|---|"]
+    lines += figures_markdown(confusion=True, history=False)
+    lines += ["", "## Learning curve"] + figures_markdown(confusion=False, history=bool(history))
+    lines += ["", "| epoch | train loss | test clip accuracy | elapsed s |", "|---|---|---|---|"]
     for h in history:
         acc = h.get("test_clip_accuracy")
         lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {'' if acc is None else f'{100 * acc:.2f} %'} | "
