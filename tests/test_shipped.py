@@ -93,3 +93,45 @@ def test_demo_prints_what_was_named_and_how_soon(demo_rotations, shipped_models,
     assert (output_folder / "demo_confusion.png").is_file() and out[7].endswith("demo_confusion.png")
     assert (output_folder / "demo_onset.png").is_file() and out[8].endswith("demo_onset.png")
     assert out[9].endswith(" s") and "of recording evaluated in" in out[9]
+
+
+def test_render_writes_the_replay_with_its_predictions_as_a_video(demo_rotations, shipped_models, tmp_path, capsys):
+    """2 s around the change from right_arm_clockwise to counter-clockwise, rendered and read back with OpenCV:
+    every frame is there at the size asked for, and the label drawn over the events changes with the answer."""
+    import cv2
+    from PyQt6.QtGui import QColor
+
+    from evapp.events import GESTURE_CLASSES
+    from evapp.gui.widgets import class_colour
+
+    video = tmp_path / "rotations.mp4"
+    assert main(["render", str(demo_rotations), "--out", str(video), "--model", "saformer-2-256", "--device", "cpu",
+                 "--start", "4.3", "--duration", "2", "--fps", "25", "--size", "1280x720"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 51 and report["size"] == [1280, 720]  # 0, 40, ..., 2000 ms of recording
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 51 and frames[0].shape == (720, 1280, 3)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    runs = report["shown"]
+    assert sum(r["frames"] for r in runs) == 51
+    labels = [r["label"] for r in runs]
+    assert labels[0] == "right_arm_clockwise" and "right_arm_counter_clockwise" in labels
+
+    def label_pixels(frame, name: str) -> int:
+        """Pixels of the label's colour where the decided gesture is written (top left of the event view)."""
+        colour = QColor(150, 150, 150) if name == "idle" else class_colour(GESTURE_CLASSES.index(name))
+        bgr = np.array(colour.lighter(120).getRgb()[2::-1], np.int16)
+        crop = frame[:90, :900].astype(np.int16)
+        return int((np.abs(crop - bgr).max(axis=2) < 40).sum())
+
+    for before, after in zip(runs, runs[1:], strict=False):
+        a = frames[before["first_frame"] + before["frames"] // 2]
+        b = frames[after["first_frame"] + after["frames"] // 2]
+        assert label_pixels(a, before["label"]) > 5 * max(label_pixels(b, before["label"]), 20), (before, after)
+        assert label_pixels(b, after["label"]) > 5 * max(label_pixels(a, after["label"]), 20), (before, after)

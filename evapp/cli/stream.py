@@ -239,4 +239,60 @@ def _evaluate(file: str, choice, region, confirm: int, confusion_path: str | Non
             "wall_s": round(time.perf_counter() - started, 1)}
 
 
-COMMANDS = (replay, live, eval_stream, demo)
+def parse_size(ctx, param, value):
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not WIDTHxHEIGHT (e.g. 1280x720).") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320) or w % 2 or h % 2:
+        raise click.BadParameter(f"'{value}': width and height must be even, 16x16 to 7680x4320.")
+    return w, h
+
+
+@click.command(short_help="Render a replay with its predictions to a video file.")
+@click.argument("file")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="VIDEO",
+              help="The video to write: .mp4 or .avi (OpenCV, mp4v), or .gif (Pillow).")
+@click.option("--speed", callback=parse_speed, default="1.0", show_default=True,
+              help="Recording seconds per video second.")
+@click.option("--fps", type=click.FloatRange(min=1, max=120), default=30.0, show_default=True,
+              help="Video frames per second.")
+@click.option("--size", callback=parse_size, default="1280x720", show_default=True, metavar="WxH",
+              help="Video frame size in pixels.")
+@click.option("--start", "start_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Start the video this many seconds into the recording (the model runs from its start).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True),
+              help="Render this many seconds of the recording (default: to its end).")
+@click.option("--force", is_flag=True, help="Overwrite an existing video file.")
+@model_options(frames_only=False)
+@events_per_frame_option("Events per frame (default: the model's).")
+@region_option("Sensor region mapped onto the input.")
+def render(file, out_path, speed, fps, size, start_s, duration_s, force, choice, events_per_frame, region) -> None:
+    """Replay a recording through the model and write what the window shows (events, input region, the decided
+    gesture and its confidence, class bars, timeline with the ground truth) as a video on the recording's clock."""
+    from evapp.interrupts import stop_requests
+    from evapp.model_setup import build_model_setup
+    from evapp.pipeline import Pipeline, ReplayOptions
+    from evapp.sinks.video import VideoSettings, check_video_path, render_video
+    from evapp.sources import open_source
+
+    out = check_video_path(out_path)
+    if out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to overwrite it.")
+    if not choice.name:
+        raise InputError("No trained model ships in models/; name one with --model NAME (see 'evapp models').")
+    setup = build_model_setup(with_frames(choice, events_per_frame))
+    source = open_source(file)
+    if source.is_live:
+        raise InputError("render needs a recording, not a live stream (record it first: evapp live --record).")
+    # from the recording's start: at --start the model has the state a whole replay would give it
+    pipeline = Pipeline(source, setup, region=region, replay=ReplayOptions(speed=None), with_frames=False)
+    settings = VideoSettings(out, fps=fps, speed=speed, size=size, start_s=start_s, duration_s=duration_s)
+    with stop_requests() as stop:
+        video = render_video(pipeline, settings, stop)
+    print_json({"type": "video", "path": str(video.path), "frames": video.frames, "fps": video.fps,
+                "size": list(video.size), "recording_s": round(video.recording_s, 3), "model": choice.name,
+                "policy": setup.policy_text, "shown": video.runs()})
+
+
+COMMANDS = (replay, live, eval_stream, demo, render)
