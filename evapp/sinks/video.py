@@ -224,8 +224,9 @@ class _Panel:
 
 def render_video(pipeline, settings: VideoSettings, stop=None, progress: bool | None = None) -> RenderedVideo:
     """Run ``pipeline`` (a headless replay from the recording's start, ``ReplayOptions(speed=None)``: at
-    ``settings.start_s`` the model shows what it would show there in a whole replay) and write the video; ``stop`` (a list, non-empty once a stop is asked for: evapp.interrupts) ends it early,
-    and what was drawn until then is a complete video."""
+    ``settings.start_s`` the model shows what it would show there in a whole replay) and write the video.
+    ``stop`` (a list, non-empty once a stop is asked for: evapp.interrupts) ends it early, and what was drawn
+    until then is a complete video."""
     from evapp.pipeline import Prediction
 
     info = pipeline.source.info()
