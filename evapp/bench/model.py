@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,10 +100,13 @@ def bench_models(
     warmup: int = 5,
     iters: int = 50,
     seed: int = 0,
+    neurobench_frames: str | Path | None = None,
 ) -> list[dict]:
     """Time ``model.step`` per model and batch size; one dict per (model, batch).
 
-    ``names`` holds registry names (untrained weights, BN-calibrated) or ready models (used as given).
+    ``names`` holds artifact names (their trained weights), registry names (untrained weights, BN-calibrated) or
+    ready models (used as given). With ``neurobench_frames`` (a labelled recording) each row also carries
+    NeuroBench's metrics at the model's default policy (``evapp.bench.neurobench``).
     Keys: model, device, batch, params, ms_median, ms_p99, spike_rate (mean over layers), spike_rates
     (per layer), mac_m / ac_m (millions per step per sample), energy_uj (per step per sample).
     """
@@ -111,14 +115,10 @@ def bench_models(
     dev = resolve_device(device)
     rows = []
     for entry in names:
-        if isinstance(entry, str):
-            model = create_model(entry)
-            calib = synthetic_frames(model.cfg.T, 2, model.cfg.input_size, model.cfg.events_per_frame, seed=seed + 1)
-            calibrate_bn(model, calib)
-        else:
-            model = entry
+        model, weights, policy, spec = _model_of(entry, seed)
         model = model.to(dev).eval()
         cfg = model.cfg
+        harness = _neurobench(model, spec, policy, neurobench_frames) if neurobench_frames else None
         frames = synthetic_frames(cfg.T, max(batch_sizes), cfg.input_size, cfg.events_per_frame, seed, dev)
         ops = op_counts(model, frames[:, :1])
         for bs in batch_sizes:
@@ -155,9 +155,42 @@ def bench_models(
                     "mac_m": ops["mac"] / 1e6,
                     "ac_m": ops["ac"] / 1e6,
                     "energy_uj": ops["energy_uj"],
+                    "weights": weights,
+                    "neurobench": harness,
                 }
             )
     return rows
+
+
+def _model_of(entry, seed: int):
+    """(model, what its weights are, its default policy, its frame spec): a shipped artifact's trained weights,
+    else the registry's untrained architecture with BatchNorm calibrated on synthetic frames."""
+    from ..engine.loading import find_artifact, load
+    from ..engine.torch_engine import model_frame_spec
+
+    if not isinstance(entry, str):
+        return entry, "as given", "window", model_frame_spec(entry.cfg)
+    artifact = find_artifact(entry)
+    if artifact is not None and artifact.weights_path.is_file():
+        loaded = load(entry)
+        return loaded.model, "trained (artifact)", artifact.policy, artifact.preprocessing.frames
+    model = create_model(entry)
+    calib = synthetic_frames(model.cfg.T, 2, model.cfg.input_size, model.cfg.events_per_frame, seed=seed + 1)
+    calibrate_bn(model, calib)
+    return model, "untrained, BN-calibrated", "window", model_frame_spec(model.cfg)
+
+
+def _neurobench(model, spec, policy: str, recording) -> dict:
+    """NeuroBench's metrics on T-frame samples of ``recording`` (one per labelled gesture), on the CPU."""
+    from ..engine.base import parse_policy
+    from .neurobench import neurobench_metrics, recording_samples
+
+    samples, frame_rate = recording_samples(recording, spec, model.cfg.T, class_names=model.cfg.class_names)
+    device = next(model.parameters()).device
+    result = neurobench_metrics(model.cpu(), samples, execution_rate_hz=frame_rate * parse_policy(policy)[1],
+                                policy=policy, frames=f"{Path(recording).name}, N={spec.events_per_frame}")
+    model.to(device)
+    return result.to_dict()
 
 
 def format_model_bench(rows: list[dict], per_layer: bool = False) -> str:
@@ -177,6 +210,20 @@ def format_model_bench(rows: list[dict], per_layer: bool = False) -> str:
     ]
     text = describe_machine() + "\n" + format_rows(table, cols)
     text += "\nenergy: 45 nm model, E_MAC 4.6 pJ, E_AC 0.9 pJ, per step per sample (SGLFormer paper, sec. 2.5)"
+    harness = [dict(r["neurobench"], model=r["model"], weights=r["weights"]) for r in rows
+               if r.get("neurobench") and r["batch"] == rows[0]["batch"]]
+    if harness:
+        for h in harness:
+            h.update(footprint_kb=h["footprint_bytes"] / 1e3, state_kb=h["state_bytes"] / 1e3,
+                     macs_m=h["effective_macs_per_frame"] / 1e6, acs_m=h["effective_acs_per_frame"] / 1e6,
+                     dense_m=h["dense_ops_per_frame"] / 1e6)
+        text += "\n\nNeuroBench metrics (the neurobench package's classes), on " + harness[0]["frames"].split(",")[0]
+        text += ":\n" + format_rows(harness, [
+            ("model", "model", "s"), ("weights", "weights", "s"), ("footprint_kb", "footprint kB", ".1f"),
+            ("state_kb", "+ state kB", ".1f"), ("activation_sparsity", "act. sparsity", ".3f"),
+            ("macs_m", "eff. MACs/frame (M)", ".3f"), ("acs_m", "eff. ACs/frame (M)", ".2f"),
+            ("dense_m", "dense ops/frame (M)", ".1f"), ("policy", "policy", "s"),
+            ("execution_rate_hz", "exec. rate Hz", ".1f")])
     if per_layer:
         seen = set()
         for r in rows:

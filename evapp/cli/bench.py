@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -106,21 +107,34 @@ def bench_binning_cmd(events: int, batch: int, as_json: bool, no_tonic: bool) ->
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True, help="Timed steps per case.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed steps first.")
 @click.option("--per-layer", is_flag=True, help="Also print the spike rate of every neuron layer.")
+@click.option("--frames", "frames_path", metavar="FILE",
+              help="Labelled recording whose frames NeuroBench's metrics are measured on (default: the demo).")
+@click.option("--no-neurobench", is_flag=True, help="Skip NeuroBench's metrics.")
 @json_option()
-def bench_model_cmd(names, device, batches, iters, warmup, per_layer, as_json) -> None:
-    """Milliseconds per time step of each zoo model (median, p99), spike rates, energy per step (45 nm)."""
+def bench_model_cmd(names, device, batches, iters, warmup, per_layer, frames_path, no_neurobench, as_json) -> None:
+    """Milliseconds per time step of each model (median, p99), spike rates, energy per step (45 nm), and
+    NeuroBench's metrics (footprint, activation sparsity, synaptic operations, execution rate). A name that is an
+    artifact (e.g. a shipped model) runs its trained weights, an architecture untrained weights."""
     from evapp.bench.model import bench_models, format_model_bench
     from evapp.engine import resolve_device
+    from evapp.engine.loading import find_artifact
     from evapp.nets import list_models
+    from evapp.paths import assets_dir
 
-    require_architectures(names)
+    require_architectures([n for n in names if find_artifact(n) is None])
+    frames = None
+    if not no_neurobench:
+        frames = Path(frames_path) if frames_path else assets_dir() / "demo.aedat4"
+        if not frames.is_file():
+            raise InputError(f"{frames} does not exist (NeuroBench's metrics are measured on its frames; pass "
+                             "--frames FILE or --no-neurobench).")
     try:
         sizes = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise InputError(f"--batch '{batches}' is not a comma-separated list of integers.") from None
     with as_input_error(RuntimeError):
         dev = resolve_device(device)
-    rows = bench_models(names or list_models(), dev, sizes, warmup=warmup, iters=iters)
+    rows = bench_models(names or list_models(), dev, sizes, warmup=warmup, iters=iters, neurobench_frames=frames)
     if as_json:
         print_json({"machine": describe_machine(), "models": rows})
     else:
