@@ -21,7 +21,7 @@ from evapp.simulate.sequence import simulate_sequence
 from evapp.simulate.writers import write_dataset, write_recording
 from evapp.train import TrainSettings, find_trials, frame_trial, train
 from evapp.train.augment import MIRROR_CLASS, RandomFlip, SNNAugmentWide
-from evapp.train.data import evaluation_windows, stream_windows, training_windows
+from evapp.train.data import evaluation_windows, frame_trials, stream_windows, training_windows
 
 # A tiny SAFormer on 32x32 input (a DVS128 sensor, 4x4 sensor pixels per input pixel) trains in seconds.
 TINY = ["--set", "embed_dims=[32]", "--set", "num_heads=[2]", "--set", "input_size=[32,32]"]
@@ -89,10 +89,37 @@ def test_tonic_layout_is_read_with_the_file_name_as_label(tmp_path):
     folder.mkdir(parents=True)
     arr = np.stack([events["x"], events["y"], events["polarity"], events["timestamp"] / 1000.0], 1)
     np.save(folder / "4.npy", arr)  # tonic's layout: x, y, p, t in ms; the file name is the class
+    np.save(folder / "7.npy", arr[: len(arr) // 2])
     trials = find_trials(tmp_path, "test")
-    assert [t.path.name for t in trials] == ["4.npy"]
-    ft = frame_trial(trials[0], FrameSpec((128, 128), 500), 4)
+    # listed by tonic.datasets.DVSGesture itself (its save_to folder and sample index travel with the trial)
+    assert sorted(t.name for t in trials) == ["user24_led/4.npy", "user24_led/7.npy"]
+    assert {t.tonic[0] for t in trials} == {str(tmp_path)}
+    four = next(t for t in trials if t.path.name == "4.npy")
+    ft = frame_trial(four, FrameSpec((128, 128), 500), 4)
     assert len(ft) == len(events) // 500 and set(ft.frame_labels.tolist()) == {4}
+    assert ft.name == "user24_led/4.npy"
+    # the DVSGesture folder itself works too, and two worker processes frame as one process does
+    again = find_trials(tmp_path / "DVSGesture", "test")
+    assert [t.tonic[1] for t in again] == [t.tonic[1] for t in trials]
+    serial = frame_trials(trials, FrameSpec((128, 128), 500), 4, workers=1)
+    parallel = frame_trials(trials, FrameSpec((128, 128), 500), 4, workers=2)
+    assert [p.frame_labels.tolist() for p in parallel] == [s.frame_labels.tolist() for s in serial]
+    assert [len(p) for p in parallel] == [len(events) // 500, len(events) // 2 // 500]
+
+
+def test_download_that_cannot_reach_tonic_url_says_where_to_put_the_dataset(tmp_path, monkeypatch, capfd):
+    from tonic.datasets import DVSGesture
+
+    from evapp.train.tonic_gesture import tonic_dataset
+
+    tonic_dataset.cache_clear()
+    unreachable = "http://127.0.0.1:9/ibmGestureTrain.tar.gz"  # the discard port: nothing listens there
+    monkeypatch.setattr(DVSGesture, "train_url", unreachable)
+    assert main(["train", "saformer-2-256", "--data", str(tmp_path / "dvsg"), "--download"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("evapp: error: tonic could not download DVS128 Gesture's train split "
+                                               f"from {unreachable} (")
+    assert err[0].endswith(f"extract it into {tmp_path / 'dvsg' / 'DVSGesture'}/.")
 
 
 def test_mirror_flip_swaps_hands_and_rotation_sense():

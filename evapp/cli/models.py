@@ -111,13 +111,19 @@ def _setting(name: str, *decls: str, **kwargs):
 @click.option("--artifact", "artifact_dir", metavar="DIR",
               help="At the end, evaluate the best weights and write a model artifact here (e.g. models/NAME).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(model_name, data, out, resume, sets, artifact_dir, no_progress, **settings) -> None:
+@click.option("--download", is_flag=True,
+              help="Let tonic download DVS128 Gesture into DIR/DVSGesture first (where a network allows it).")
+def train(model_name, data, out, resume, sets, artifact_dir, no_progress, download, **settings) -> None:
     """Train a zoo model on DVS128 Gesture or a synthetic set; frames are made by the live binner."""
     from evapp.engine.loading import require_architectures
     from evapp.train import train as run_training
     from evapp.train.package import package_run
 
     require_architectures([model_name])
+    if download:
+        from evapp.train.tonic_gesture import download_dvs_gesture
+
+        download_dvs_gesture(data)
     settings = TrainSettings(model=model_name, data=data, out=out or f"runs/{model_name}",
                              model_overrides=_overrides(sets), **settings)
     with as_input_error():

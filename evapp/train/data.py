@@ -25,16 +25,30 @@ from evapp.sources import open_source
 DVS128_GESTURE_HELP = (
     "get DVS128 Gesture (DvsGesture.tar.gz, IBM: https://research.ibm.com/interactive/dvsgesture/) and extract it "
     "so that {root}/trials_to_train.txt exists, or put tonic's DVSGesture folder there "
-    "({root}/DVSGesture/ibmGestureTrain/...), or make a synthetic set with 'evapp simulate --dataset {root}'"
+    "({root}/DVSGesture/ibmGestureTrain/...; 'evapp train --download' lets tonic fetch it), or make a synthetic set "
+    "with 'evapp simulate --dataset {root}'"
 )
 
 
 @dataclass
 class Trial:
-    """One labelled recording of a split: an .aedat/.aedat4 trial with its labels CSV, or one tonic sample."""
+    """One labelled recording of a split: an .aedat/.aedat4 trial with its labels CSV, or one sample of tonic's
+    DVSGesture (``tonic``: tonic's ``save_to`` folder and the sample's index)."""
 
     path: Path
     split: str
+    tonic: tuple[str, int] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}" if self.tonic else self.path.name
+
+    def open(self):
+        if self.tonic is not None:
+            from evapp.train.tonic_gesture import TonicSampleSource
+
+            return TonicSampleSource(self.tonic[0], self.split, self.tonic[1])
+        return open_source(self.path)
 
 
 def find_trials(root: str | Path, split: str) -> list[Trial]:
@@ -42,8 +56,8 @@ def find_trials(root: str | Path, split: str) -> list[Trial]:
 
     - original (and ``evapp simulate --dataset``): ``trials_to_{split}.txt`` lists ``userNN_<light>.aedat``
       files, each with ``_labels.csv`` beside it;
-    - tonic: ``DVSGesture/ibmGesture{Train,Test}/userNN_<light>/<class>.npy`` (also accepted with ``root``
-      pointing at the ``DVSGesture`` folder itself).
+    - tonic: ``DVSGesture/ibmGesture{Train,Test}/userNN_<light>/<class>.npy``, read through
+      ``tonic.datasets.DVSGesture`` (also with ``root`` pointing at the ``DVSGesture`` folder itself).
     """
     root = Path(root)
     if not root.is_dir():
@@ -56,12 +70,12 @@ def find_trials(root: str | Path, split: str) -> list[Trial]:
         if missing:
             raise InputError(f"{listing} lists {len(missing)} trial(s) missing from {root} (first: {missing[0]}).")
         return trials
-    folder_name = "ibmGestureTrain" if split == "train" else "ibmGestureTest"
-    for folder in (root / "DVSGesture" / folder_name, root / folder_name):
-        if folder.is_dir():
-            samples = sorted(folder.glob("*/*.npy"))
-            if samples:
-                return [Trial(p, split) for p in samples]
+    from evapp.train.tonic_gesture import tonic_dataset, tonic_save_to
+
+    save_to = tonic_save_to(root)
+    dataset = tonic_dataset(str(save_to), split) if save_to is not None else None
+    if dataset is not None and len(dataset):  # tonic lists the samples (and loads them: Trial.open)
+        return [Trial(Path(p), split, (str(save_to), i)) for i, p in enumerate(dataset.data)]
     raise InputError(f"{root} holds no DVS128 Gesture {split} split: " + DVS128_GESTURE_HELP.format(root=root) + ".")
 
 
@@ -109,7 +123,7 @@ def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
     """Read one trial through the live source classes and bin it as ``spec`` says (``clip`` mode: each
     gesture into ``T`` frames); its labels are numbered by ``class_names`` (matched by name). A labelled class
     outside ``class_names`` is refused with one sentence, or (``other_classes="unlabelled"``) left unlabelled."""
-    source = open_source(trial.path)
+    source = trial.open()
     try:
         mapping = spec.mapping(source.geometry, region)
         if spec.mode == "count":
@@ -131,7 +145,7 @@ def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
             dense, t_end, frame_labels = _clip_frames(events, mapping, labels, T)
     finally:
         source.close()
-    return FramedTrial(trial.path.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
+    return FramedTrial(trial.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
 
 
 def frame_trials(trials: list[Trial], spec: FrameSpec, T: int, class_names: tuple[str, ...] = GESTURE_CLASSES,
@@ -264,5 +278,5 @@ def load_split(root: str | Path, split: str, spec: FrameSpec, T: int, region=Non
     for trial in trials:
         out.append(frame_trial(trial, spec, T, region, class_names))
         if progress is not None:
-            progress(trial.path.name)
+            progress(trial.name)
     return out
