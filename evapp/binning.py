@@ -118,15 +118,21 @@ class FrameSpec:
     evaluation, the model artifact, the engine, the binner and the pipeline.
 
     ``input_size`` is (height, width) of the model input; ``events_per_frame`` is N at that resolution;
-    ``mode`` is ``count`` (fixed N events per frame, as live) or ``clip`` (training only: each labelled gesture
-    split into T equal-count frames); ``reference_px_per_input_px`` is the training sensor's density in sensor
-    pixels per input pixel, to which a denser sensor is thinned (None: no reference, keep every event).
+    ``mode`` is ``count`` (fixed N events per frame, as live) or ``clip`` (the papers' framing, SpikingJelly's
+    ``split_by='number'``: each labelled gesture split into T equal-count frames, for training and clip
+    evaluation; a stream, whose gestures' ends are not known in advance, is framed by count with N);
+    ``reference_px_per_input_px`` is the training sensor's density in sensor pixels per input pixel, to which a
+    denser sensor is thinned (None: no reference, keep every event). ``binned_size`` (None for evapp's own
+    models: events are counted straight into input pixels, block sums): count at this size, then resize to
+    ``input_size`` bilinearly with antialiasing, as SpikingResformer's official input pipeline does
+    (torchvision ``Resize(64, antialias=True)`` on 128x128 count frames).
     """
 
     input_size: tuple[int, int]
     events_per_frame: int
     mode: str = "count"
     reference_px_per_input_px: float | None = None
+    binned_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         size = self.input_size
@@ -135,19 +141,45 @@ class FrameSpec:
         object.__setattr__(self, "events_per_frame", int(self.events_per_frame))
         if self.mode not in FRAMING_MODES:
             raise ValueError(f"framing mode must be one of {', '.join(FRAMING_MODES)}, not {self.mode!r}")
+        if self.binned_size is not None:
+            object.__setattr__(self, "binned_size", (int(self.binned_size[0]), int(self.binned_size[1])))
 
     def mapping(self, geometry: SensorGeometry, region: Region | None = None) -> SensorMapping:
-        return SensorMapping(geometry, self.input_size, region)
+        """Sensor pixels to the pixels events are counted in (``binned_size`` where set, else the input)."""
+        return SensorMapping(geometry, self.binned_size or self.input_size, region)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """The frames the model takes: ``[2, H, W]``."""
+        return (2, *self.input_size)
+
+    def resize(self, counts: np.ndarray) -> np.ndarray:
+        """Count frames ``[k, 2, h, w]`` at the binned size -> the input size (unchanged without ``binned_size``)."""
+        if self.binned_size is None or tuple(counts.shape[-2:]) == self.input_size:
+            return counts
+        if counts.shape[0] == 0:
+            return np.zeros((0, *self.frame_shape), np.float32)
+        import torch
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            out = F.interpolate(torch.from_numpy(np.ascontiguousarray(counts, np.float32)), size=self.input_size,
+                                mode="bilinear", align_corners=False, antialias=True)
+        return out.numpy()
 
     def binner(self, geometry: SensorGeometry, region: Region | None = None) -> FixedCountBinner:
         """The live binner for this spec on a sensor: its mapping and the thinning to the training density."""
         mapping = self.mapping(geometry, region)
         return FixedCountBinner(self.events_per_frame, mapping,
-                                thinning_keep_fraction(mapping, self.reference_px_per_input_px))
+                                thinning_keep_fraction(mapping, self.reference_px_per_input_px),
+                                resize=(self.resize, self.frame_shape) if self.binned_size else None)
 
     def to_dict(self) -> dict:
-        return {"input_size": list(self.input_size), "events_per_frame": self.events_per_frame,
-                "framing": self.mode, "reference_px_per_input_px": self.reference_px_per_input_px}
+        out = {"input_size": list(self.input_size), "events_per_frame": self.events_per_frame,
+               "framing": self.mode, "reference_px_per_input_px": self.reference_px_per_input_px}
+        if self.binned_size is not None:
+            out["binned_size"] = list(self.binned_size)
+        return out
 
 
 @dataclass
@@ -171,13 +203,16 @@ class FixedCountBinner:
 
     CHUNK = 65536
 
-    def __init__(self, events_per_frame: int, mapping: SensorMapping, keep_fraction: float = 1.0):
+    def __init__(self, events_per_frame: int, mapping: SensorMapping, keep_fraction: float = 1.0,
+                 resize: tuple | None = None):
         if events_per_frame <= 0:
             raise InputError(f"Events per frame must be a positive integer, not {events_per_frame}.")
         if not 0 < keep_fraction <= 1:
             raise InputError(f"The fraction of events kept must lie in (0, 1], not {keep_fraction}.")
         self.n = int(events_per_frame)
         self.mapping = mapping
+        # (function, frame shape): counts [k, 2, h, w] -> the model's input (FrameSpec.resize), or None
+        self.resize, self.frame_shape = resize if resize is not None else (None, mapping.frame_shape)
         # Cross-sensor thinning (DESIGN section 2): keep every (1/keep_fraction)-th inside event, evenly spaced
         # over the stream, so a sensor with more pixels per input pixel than the training sensor makes frames
         # with the training sensor's event density. Deterministic: the same stream gives the same frames.
@@ -220,9 +255,10 @@ class FixedCountBinner:
             self._push_chunk(batch[start : start + self.CHUNK], frames, ends)
         shape = self.mapping.frame_shape
         if not frames:
-            return Frames(np.zeros((0, *shape), np.float32), np.zeros(0, np.int64))
+            return Frames(np.zeros((0, *self.frame_shape), np.float32), np.zeros(0, np.int64))
         counts = np.concatenate(frames) if len(frames) > 1 else frames[0]
-        return Frames(counts.reshape(-1, *shape), np.concatenate(ends))
+        counts = counts.reshape(-1, *shape)
+        return Frames(counts if self.resize is None else self.resize(counts), np.concatenate(ends))
 
     def _push_chunk(self, chunk: np.ndarray, frames: list, ends: list) -> None:
         m = self.mapping

@@ -214,4 +214,24 @@ def eval_cmd(ctx, model_name, data, split, weights, device, confusion_path, as_j
         click.echo(f"learning curve: {result['learning_curve_png']}")
 
 
-COMMANDS = (models, export, train, package, eval_cmd)
+@click.command("import-checkpoint", short_help="Turn an official SGLFormer or SpikingResformer checkpoint into an "
+                                             "artifact.")
+@click.argument("arch", type=click.Choice(["sglformer", "spikingresformer"]))
+@click.argument("checkpoint", metavar="FILE.pth")
+@click.option("--out", required=True, metavar="DIR", help="The artifact folder to write (e.g. models/NAME).")
+@click.option("--T", "T", type=click.IntRange(min=1),
+              help="Time steps per clip (SGLFormer: read off its head; SpikingResformer: default 16, its config's).")
+@click.option("--events-per-frame", "-N", type=click.IntRange(min=1),
+              help="Events per frame when a stream is framed by count (default: the architecture's).")
+@click.option("--force", is_flag=True, help="Replace an existing artifact in DIR.")
+def import_checkpoint_cmd(arch, checkpoint, out, T, events_per_frame, force) -> None:
+    """Import a checkpoint saved by the official training code (SGLFormer's dvs128-gesture/train.py,
+    SpikingResformer's main.py): its tensors renamed by an explicit table, the papers' preprocessing kept."""
+    from evapp.train.import_checkpoint import import_checkpoint
+
+    if (Path(out) / "config.json").exists() and not force:
+        raise InputError(f"{out} already holds a model artifact; pass --force to replace it.")
+    print_json({"type": "artifact", **import_checkpoint(arch, checkpoint, out, T=T, events_per_frame=events_per_frame)})
+
+
+COMMANDS = (models, export, train, package, eval_cmd, import_checkpoint_cmd)

@@ -41,14 +41,19 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         f = self.frames
-        return {"input_size": list(f.input_size), "polarity_channels": self.polarity_channels,
-                "events_per_frame": f.events_per_frame, "T": self.T, "framing": f.mode,
-                "class_names": list(self.class_names), "reference_px_per_input_px": f.reference_px_per_input_px}
+        out = {"input_size": list(f.input_size), "polarity_channels": self.polarity_channels,
+               "events_per_frame": f.events_per_frame, "T": self.T, "framing": f.mode,
+               "class_names": list(self.class_names), "reference_px_per_input_px": f.reference_px_per_input_px}
+        if f.binned_size is not None:
+            out["binned_size"] = list(f.binned_size)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
+        binned = d.get("binned_size")
         frames = FrameSpec(tuple(d["input_size"]), int(d["events_per_frame"]), d.get("framing", "count"),
-                           _optional_float(d.get("reference_px_per_input_px", 1.0)))
+                           _optional_float(d.get("reference_px_per_input_px", 1.0)),
+                           tuple(binned) if binned is not None else None)
         return cls(frames, int(d["T"]), tuple(d["class_names"]), int(d.get("polarity_channels", 2)))
 
 

@@ -20,8 +20,11 @@ Open choices:
   finite outputs; training overwrites them with the first batch value exactly as the reference. The rates
   are clamped at 1e-4 inside the scale (only matters for a head that never fires, where the product is 0
   and the reference would produce 0 * inf = NaN).
-- The 128 -> 64 resize is the binner's job (frames arrive as ``[2, 64, 64]``). Note for parity: the
-  reference resizes counts with bilinear+antialias, i.e. it averages 2x2 blocks (counts / 4), not sums.
+- The 128 -> 64 resize is the binner's job (frames arrive as ``[2, 64, 64]``). evapp's own models take 2x2
+  block sums. The reference resizes 128x128 counts with torchvision ``Resize(64, antialias=True)``: bilinear
+  with the filter widened to the scale, i.e. per axis the weights (1, 3, 3, 1) / 8 over four input pixels at
+  stride 2 (overlapping, renormalised at the border), not a 2x2 average; its frames hold about a quarter of
+  the block sums. Imported official weights get exactly that resize (``FrameSpec.binned_size``).
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
                 if len(done):
                     counts.append(done.counts)
                     ends.append(done.t_end_us)
-            dense = np.concatenate(counts) if counts else np.zeros((0, *mapping.frame_shape), np.float32)
+            dense = np.concatenate(counts) if counts else np.zeros((0, *spec.frame_shape), np.float32)
             t_end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
             # a file source knows its labels once read
             labels = _checked_labels(trial, source, class_names, other_classes)
@@ -143,9 +143,10 @@ def frame_trial(trial: Trial, spec: FrameSpec, T: int, region=None,
             events = np.concatenate(list(source.batches()))
             labels = _checked_labels(trial, source, class_names, other_classes)
             dense, t_end, frame_labels = _clip_frames(events, mapping, labels, T)
+            dense = spec.resize(dense)
     finally:
         source.close()
-    return FramedTrial(trial.name, source.geometry, labels, mapping.frame_shape, dense, t_end, frame_labels)
+    return FramedTrial(trial.name, source.geometry, labels, spec.frame_shape, dense, t_end, frame_labels)
 
 
 def frame_trials(trials: list[Trial], spec: FrameSpec, T: int, class_names: tuple[str, ...] = GESTURE_CLASSES,
