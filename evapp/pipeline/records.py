@@ -116,7 +116,7 @@ def summary_of(pipeline, **live) -> Summary:
     latency = (None, None) if fastest else (percentile(pipeline.latencies_ms, 50),
                                             percentile(pipeline.latencies_ms, 99))
     return Summary(b.events_in + cap.dropped, b.frames_out, b.leftover, b.events_outside, b.events_thinned,
-                   str(b.mapping.region), (b.mapping.height, b.mapping.width), pipeline.predictions,
+                   str(b.mapping.region), tuple(b.frame_shape[1:]), pipeline.predictions,
                    pipeline.frame_queue.dropped, *latency,
                    policy_changes=None if governor is None else [c.to_json() for c in governor.changes],
                    throughput=throughput_of(pipeline) if fastest else None,
