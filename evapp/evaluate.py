@@ -82,6 +82,8 @@ class StreamMetrics:
 
 def shown_at(times_us: np.ndarray, decision_t: np.ndarray, decision_cls: np.ndarray) -> np.ndarray:
     """The label on show at each time: the latest decision at or before it (IDLE before the first)."""
+    if len(decision_cls) == 0:  # too short a stream for an answer: nothing was ever named
+        return np.full(np.shape(times_us), IDLE, dtype=np.int64)
     idx = np.searchsorted(decision_t, times_us, side="right") - 1
     return np.where(idx >= 0, decision_cls[np.clip(idx, 0, None)], IDLE)
 

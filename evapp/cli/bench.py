@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from evapp.cli.options import Group, device_option, json_option, parse_policy
+from evapp.cli.options import FiniteFloat, Group, device_option, json_option, parse_policy
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
 
@@ -149,7 +149,7 @@ def bench_live() -> None:
 @bench_live.command("latency")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Model (repeatable; default: saformer-2-256, sglformer-3-256, spikingresformer-dvsg).")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=56.0, show_default=True,
+@click.option("--seconds", type=FiniteFloat(min=0, min_open=True), default=56.0, show_default=True,
               help="Seconds of the demo recording replayed at its own speed.")
 @click.option("--window", is_flag=True, help="Latency to the answer painted in the window (offscreen Qt).")
 @click.option("--policy", default="window", show_default=True, metavar="window|staggered:K|persistent",
@@ -200,7 +200,7 @@ def bench_live_served_cmd(model_name, factors, policy, as_json) -> None:
 @bench_live.command("max-rate")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Model (repeatable; default: saformer-2-256, sglformer-3-256, spikingresformer-dvsg).")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+@click.option("--seconds", type=FiniteFloat(min=0, min_open=True), default=6.0, show_default=True,
               help="Seconds streamed at each rate.")
 @click.option("--rates", metavar="R[,R...]",
               help="Event rates (ev/s) tried in order until frames are dropped (default: 50e3 to 800e3 in 9 steps).")

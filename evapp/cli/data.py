@@ -7,7 +7,7 @@ import os
 
 import click
 
-from evapp.cli.options import json_option, parse_resolution
+from evapp.cli.options import FiniteFloat, json_option, parse_resolution
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
 
@@ -77,15 +77,15 @@ def cameras() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
 @click.option("--resolution", callback=parse_resolution, default="128x128", show_default=True,
               help="Sensor size WxH (128x128 DVS128, 320x240 DVXplorer Lite, 640x480 DVXplorer).")
-@click.option("--gesture-s", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+@click.option("--gesture-s", type=FiniteFloat(min=0.2), default=2.0, show_default=True,
               help="Seconds per gesture.")
-@click.option("--pause-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--pause-s", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Seconds of stillness between gestures.")
 @click.option("--lighting", help="Lighting name for a recording (changes brightness and flicker).")
-@click.option("--fps", type=click.FloatRange(min=100), default=2000.0, show_default=True,
+@click.option("--fps", type=FiniteFloat(min=100), default=2000.0, show_default=True,
               help="Pose sampling rate of the renderer.")
-@click.option("--threshold", type=click.FloatRange(0.01, 2), help="DVS contrast threshold (log intensity, 0.2).")
-@click.option("--noise-hz", type=click.FloatRange(min=0), help="Background activity per pixel per second (0.1).")
+@click.option("--threshold", type=FiniteFloat(0.01, 2), help="DVS contrast threshold (log intensity, 0.2).")
+@click.option("--noise-hz", type=FiniteFloat(min=0), help="Background activity per pixel per second (0.1).")
 @click.option("--t0-us", type=click.IntRange(min=0), default=0, show_default=True,
               help="Absolute time of the first event in the file.")
 @click.option("--compression", type=click.Choice(["lz4", "zstd"]), default="lz4", show_default=True,

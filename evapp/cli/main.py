@@ -68,11 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return _reader_went_away()
+    except OSError as exc:  # the system refused (permissions, a full disk, a vanished file): not a bug of ours
+        if debug:
+            traceback.print_exc()
+        click.echo(f"evapp: error: {os_error_sentence(exc)}", err=True)
+        return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
         if debug:
             traceback.print_exc()
         click.echo(f"evapp: internal error: {type(exc).__name__}: {exc} (run with --debug for details).", err=True)
         return 1
+
+
+def os_error_sentence(exc: OSError) -> str:
+    """'Permission denied: /data/x.aedat4.' from an OSError (its message where it has no errno)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{reason}{where}."
 
 
 def _reader_went_away() -> int:

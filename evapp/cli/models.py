@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from evapp.cli.options import device_option, json_option, parse_policy, settings_option
+from evapp.cli.options import FiniteFloat, device_option, json_option, parse_policy, settings_option
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
 from evapp.train.settings import TrainSettings
@@ -76,10 +76,10 @@ def _setting(name: str, *decls: str, **kwargs):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @_setting("epochs", "--epochs", type=click.IntRange(min=1))
 @_setting("batch_size", "--batch-size", type=click.IntRange(min=1))
-@_setting("lr", "--lr", type=click.FloatRange(min=0, min_open=True),
+@_setting("lr", "--lr", type=FiniteFloat(min=0, min_open=True),
           help="Peak learning rate (SGLFormer's recipe: 5e-3).")
-@_setting("weight_decay", "--weight-decay", type=click.FloatRange(min=0))
-@_setting("warmup_epochs", "--warmup-epochs", type=click.FloatRange(min=0))
+@_setting("weight_decay", "--weight-decay", type=FiniteFloat(min=0))
+@_setting("warmup_epochs", "--warmup-epochs", type=FiniteFloat(min=0))
 @_setting("T", "--T", type=click.IntRange(min=1), help="Time steps per clip (default: the model's).")
 @_setting("events_per_frame", "--events-per-frame", "-N", type=click.IntRange(min=1),
           help="Events per frame (default: model's).")
@@ -94,7 +94,7 @@ def _setting(name: str, *decls: str, **kwargs):
           help="Horizontal flip: paper keeps labels (official code), mirror swaps left/right classes.")
 @_setting("augment", "--augment/--no-augment", help="SNNAugmentWide per clip.")
 @_setting("mixup", "--mixup/--no-mixup", help="Mixup (alpha 0.5, p 0.5).")
-@_setting("label_smoothing", "--label-smoothing", type=click.FloatRange(0, 1))
+@_setting("label_smoothing", "--label-smoothing", type=FiniteFloat(0, 1))
 @_setting("seed", "--seed", type=int)
 @_setting("device", "--device", metavar="auto|cpu|cuda")
 @_setting("amp", "--amp/--no-amp", help="Mixed precision (default: on for CUDA).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import click
 
@@ -18,6 +19,20 @@ def json_option(help_text: str = "Print JSON instead of a table."):
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+class FiniteFloat(click.FloatRange):
+    """click's FloatRange that also refuses nan, inf and magnitudes past ``LARGEST`` (no option of evapp means
+    anything there, and a time of 1e308 s overflows every clock)."""
+
+    LARGEST = 1e12
+    name = "float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number) or abs(number) > self.LARGEST:
+            self.fail(f"{value!r} is not a finite number up to {self.LARGEST:g}.", param, ctx)
+        return number
+
+
 def device_option(help_text: str | None = None):
     return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help=help_text)
 
@@ -29,8 +44,8 @@ def parse_speed(ctx, param, value):
         speed = float(value)
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a number.") from None
-    if not speed > 0:
-        raise click.BadParameter(f"'{value}' must be greater than 0.")
+    if not 0 < speed <= FiniteFloat.LARGEST:
+        raise click.BadParameter(f"'{value}' must be a finite number greater than 0.")
     return speed
 
 
@@ -88,14 +103,14 @@ def decoder_options(func):
     options = [
         click.option("--smoothing", type=click.IntRange(min=1),
                      help=f"Answers averaged by the decoder (default: the model's, else {d.smoothing})."),
-        click.option("--threshold", type=click.FloatRange(0, 1),
+        click.option("--threshold", type=FiniteFloat(0, 1),
                      help=f"Confidence needed to name a gesture (the model's, else {d.threshold})."),
         click.option("--hold", type=click.IntRange(min=1),
                      help=f"Answers a new label must lead before it shows (the model's, else {d.hold})."),
-        click.option("--idle-fps", type=click.FloatRange(min=0),
+        click.option("--idle-fps", type=FiniteFloat(min=0),
                      help="Frames/s over the last two frame intervals below which the scene is idle "
                           f"(the model's, else {d.idle_below_fps:g}: never idle)."),
-        click.option("--idle-floor-fps", type=click.FloatRange(min=0),
+        click.option("--idle-floor-fps", type=FiniteFloat(min=0),
                      help="The training streams' motion floor: a stream whose own floor is lower scales the idle "
                           f"threshold down by the ratio (the model's, else {d.idle_floor_fps:g}: never scaled)."),
     ]

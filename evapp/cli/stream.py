@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from evapp.cli.options import (
+    FiniteFloat,
     device_option,
     events_per_frame_option,
     json_option,
@@ -33,7 +34,7 @@ frames_option = click.option("--frames", "with_frames_lines", is_flag=True,
               help="Replay speed factor against the recording's own clock.")
 @click.option("--max-speed", is_flag=True, help="Replay as fast as possible (overrides --speed).")
 @click.option("--loop", is_flag=True, help="Start again at the end, forever (Ctrl-C stops).")
-@click.option("--start", "start_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--start", "start_s", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Start this many seconds into the recording.")
 @events_per_frame_option()
 @input_size_option
@@ -41,7 +42,7 @@ frames_option = click.option("--frames", "with_frames_lines", is_flag=True,
 @model_options(realtime="window")
 @frames_option
 @click.option("--headless", is_flag=True, help="No window: one JSON object per line on stdout.")
-@click.option("--max-rate", type=click.FloatRange(min=0), metavar="EV/S",
+@click.option("--max-rate", type=FiniteFloat(min=0), metavar="EV/S",
               help="In the window: cap the event rate before binning (default: what the model can take; 0: off).")
 def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, region, choice, with_frames_lines,
            headless, max_rate) -> None:
@@ -94,9 +95,9 @@ def replay(file, speed, max_speed, loop, start_s, events_per_frame, input_size, 
 @region_option("Sensor region mapped onto the input.")
 @model_options(realtime="always")
 @frames_option
-@click.option("--duration", "duration_s", type=click.FloatRange(min=0),
+@click.option("--duration", "duration_s", type=FiniteFloat(min=0),
               help="Stop this many seconds after the first event arrives.")
-@click.option("--max-rate", type=click.FloatRange(min=0), metavar="EV/S",
+@click.option("--max-rate", type=FiniteFloat(min=0), metavar="EV/S",
               help="Cap the event rate before binning; the excess is thinned evenly and counted (default: what the "
                    "model can take, measured while running; 0: off).")
 def live(camera, headless, record_path, force, noise_filter, noise_filter_us, events_per_frame, input_size, region,
@@ -255,13 +256,13 @@ def parse_size(ctx, param, value):
               help="The video to write: .mp4 or .avi (OpenCV, mp4v), or .gif (Pillow).")
 @click.option("--speed", callback=parse_speed, default="1.0", show_default=True,
               help="Recording seconds per video second.")
-@click.option("--fps", type=click.FloatRange(min=1, max=120), default=30.0, show_default=True,
+@click.option("--fps", type=FiniteFloat(min=1, max=120), default=30.0, show_default=True,
               help="Video frames per second.")
 @click.option("--size", callback=parse_size, default="1280x720", show_default=True, metavar="WxH",
               help="Video frame size in pixels.")
-@click.option("--start", "start_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--start", "start_s", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Start the video this many seconds into the recording (the model runs from its start).")
-@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True),
+@click.option("--duration", "duration_s", type=FiniteFloat(min=0, min_open=True),
               help="Render this many seconds of the recording (default: to its end).")
 @click.option("--force", is_flag=True, help="Overwrite an existing video file.")
 @model_options(frames_only=False)

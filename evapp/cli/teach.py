@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from evapp.cli.options import model_options, settings_option
+from evapp.cli.options import FiniteFloat, model_options, settings_option
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
 from evapp.train.settings import TRAINABLE, FinetuneSettings
@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 @click.option("--classes", "classes_text", required=True, metavar="NAME,NAME,...",
               help="The gestures to record, in order (their names become the model's classes).")
 @click.option("--takes", type=click.IntRange(min=1), default=5, show_default=True, help="Takes of each class.")
-@click.option("--take-s", type=click.FloatRange(min=0.5, max=60), default=3.0, show_default=True,
+@click.option("--take-s", type=FiniteFloat(min=0.5, max=60), default=3.0, show_default=True,
               help="Seconds of each take.")
-@click.option("--pause-s", type=click.FloatRange(min=0, max=60), default=2.0, show_default=True,
+@click.option("--pause-s", type=FiniteFloat(min=0, max=60), default=2.0, show_default=True,
               help="Seconds of rest after each take (recorded: it teaches evapp what rest looks like).")
-@click.option("--countdown-s", type=click.FloatRange(min=0, max=30), default=3.0, show_default=True,
+@click.option("--countdown-s", type=FiniteFloat(min=0, max=30), default=3.0, show_default=True,
               help="Seconds of the countdown that names the next gesture ('3, 2, 1').")
 @click.option("--seed", type=int, default=0, show_default=True, help="The shuffle of the classes in each round.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
@@ -78,9 +78,9 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "trainable", "--train", type=click.Choice(TRAINABLE),
                  help="What is trained: the classifier, the last block and the classifier, or every weight.")
 @settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500))
-@settings_option(FinetuneSettings, "lr", "--lr", type=click.FloatRange(min=0, min_open=True, max=1),
+@settings_option(FinetuneSettings, "lr", "--lr", type=FiniteFloat(min=0, min_open=True, max=1),
                  help="Peak learning rate (AdamW, cosine schedule).")
-@settings_option(FinetuneSettings, "head_lr_scale", "--head-lr-scale", type=click.FloatRange(min=0, min_open=True,
+@settings_option(FinetuneSettings, "head_lr_scale", "--head-lr-scale", type=FiniteFloat(min=0, min_open=True,
                                                                                          max=1000),
                  help="The classifier's learning rate as a multiple of --lr (its new rows start from nothing).")
 @click.option("--rehearse", type=click.Path(file_okay=False), metavar="DATASET",
@@ -88,7 +88,7 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
                    "models see the README): its train split is mixed in so the base's classes are not forgotten.")
 @settings_option(FinetuneSettings, "rehearse_trials", "--rehearse-trials", type=click.IntRange(min=1),
                  help="Trials of --rehearse's train split used (evenly spaced).")
-@settings_option(FinetuneSettings, "rehearse_share", "--rehearse-share", type=click.FloatRange(min=0, max=20),
+@settings_option(FinetuneSettings, "rehearse_share", "--rehearse-share", type=FiniteFloat(min=0, max=20),
                  help="Rehearsal windows per epoch as a multiple of the windows of your takes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")

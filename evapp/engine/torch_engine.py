@@ -51,7 +51,12 @@ def model_frame_spec(cfg) -> FrameSpec:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RuntimeError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"device {device!r} cannot run evapp's models; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
     return dev

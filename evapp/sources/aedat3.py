@@ -151,16 +151,23 @@ def read_labels_csv(path: str | Path, t0_us: int = 0, num_classes: int | None = 
     Intervals are made disjoint: one that overruns the next one's start is clipped to it (DVS128 Gesture's own
     ``user22_led_labels.csv`` has such a row), with one warning per file naming the rows."""
     rows = []
-    with open(path, newline="") as f:
-        for row_number, row in enumerate(csv.DictReader(f), start=2):  # row 1 is the header
-            try:
-                cls = int(row["class"]) - 1
-                start, end = int(row["startTime_usec"]), int(row["endTime_usec"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise Aedat3FormatError(f"{path} is not a DVS128 Gesture labels file ({exc})") from None
-            if num_classes is not None and not 0 <= cls < num_classes:
-                raise Aedat3FormatError(f"{path} labels class {cls + 1}, outside its class list's 1..{num_classes}")
-            rows.append((row_number, LabelInterval(cls, start - t0_us, end - t0_us)))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row_number, row in enumerate(csv.DictReader(f), start=2):  # row 1 is the header
+                try:
+                    cls = int(row["class"]) - 1
+                    start, end = int(row["startTime_usec"]), int(row["endTime_usec"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise Aedat3FormatError(f"{path} is not a DVS128 Gesture labels file (row {row_number}: "
+                                            f"{exc}).") from None
+                if cls < 0 or (num_classes is not None and cls >= num_classes):
+                    known = f"its class list's 1..{num_classes}" if num_classes is not None else "1 and up"
+                    raise Aedat3FormatError(f"{path} labels class {cls + 1} in row {row_number}, outside {known}.")
+                if start < 0 or end < 0:
+                    raise Aedat3FormatError(f"{path} has a negative time in row {row_number}.")
+                rows.append((row_number, LabelInterval(cls, start - t0_us, end - t0_us)))
+    except UnicodeDecodeError as exc:
+        raise Aedat3FormatError(f"{path} is not a text labels file (byte {exc.start} is not UTF-8).") from None
     labels, notes = disjoint_intervals(rows)
     if notes:
         log.warning("%s: %s", Path(path).name, "; ".join(notes))
