@@ -60,3 +60,56 @@ def test_an_os_error_is_one_sentence(recording, tmp_path, capsys):
     assert main(["eval-stream", str(recording), "--model", "saformer-2-256", "--device", "cpu",
                  "--confusion", str(blocker / "confusion.png")]) == 2
     assert "a_file" in one_sentence(capsys)
+
+
+REPO_MODEL = __import__("pathlib").Path(__file__).resolve().parent.parent / "models" / "saformer-2-256"
+
+
+def broken_copy(root, name: str, change) -> None:
+    """A copy of a shipped artifact's config (no weights needed to be refused) with one thing broken."""
+    import json
+
+    folder = root / name
+    folder.mkdir()
+    data = json.loads((REPO_MODEL / "config.json").read_text())
+    data = change(data)
+    (folder / "config.json").write_text(json.dumps(data))
+
+
+BROKEN = {
+    "null": (lambda d: None, "not an object"),
+    "a-list": (lambda d: [d], "not an object"),
+    "t-zero": (lambda d: {**d, "preprocessing": {**d["preprocessing"], "T": 0}}, "T 0 is outside 1..256"),
+    "negative-size": (lambda d: {**d, "model": {**d["model"], "input_size": [-128, 128]}}, "input side -128"),
+    "huge": (lambda d: {**d, "model": {**d["model"], "embed_dims": [65536]}}, "embed dim 65536 is outside"),
+    "n-zero": (lambda d: {**d, "preprocessing": {**d["preprocessing"], "events_per_frame": 0}},
+               "events_per_frame 0 is outside"),
+    "n-disagrees": (lambda d: {**d, "preprocessing": {**d["preprocessing"], "events_per_frame": 500}},
+                    "disagree on T, input size, classes or events per frame"),
+    "nan-density": (lambda d: {**d, "preprocessing": {**d["preprocessing"], "reference_px_per_input_px": "nan"}},
+                    "reference_px_per_input_px nan is not a positive number"),
+}
+
+
+def test_broken_artifacts_are_listed_as_broken_and_never_picked(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(REPO_MODEL, root / "good")
+    for name, (change, _) in BROKEN.items():
+        broken_copy(root, name, change)
+    monkeypatch.setenv("EVAPP_MODELS", str(root))
+    from evapp.engine import loading
+
+    loading._warned_broken.clear()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, phrase) in BROKEN.items():
+        line = next(line for line in out.splitlines() if line.startswith(f"broken: {name}:"))
+        assert phrase in line, (name, line)
+        assert main(["replay", "x.aedat4", "--headless", "--model", name]) == 2
+        assert phrase in one_sentence(capsys)
+    assert "good (default)" in out
+    loading._warned_broken.clear()
+    assert loading.default_model_name() == "good"  # the broken ones are skipped, each with one warning

@@ -24,11 +24,15 @@ def models(as_json: bool) -> None:
     if as_json:
         print_json({"models": rows, "default": default_model_name()})
         return
+    broken = [r for r in rows if "broken" in r]
+    rows = [r for r in rows if "broken" not in r]
     for r in rows:
         r["name"] = r["name"] + (" (default)" if r["default"] else "")
     click.echo(format_rows(rows, [("name", "name", ""), ("arch", "architecture", ""), ("params", "parameters", ",d"),
                                   ("input", "input", ""), ("T", "T", "d"), ("events_per_frame", "events/frame", ",d"),
                                   ("policy", "policy", ""), ("accuracy", "clip accuracy", "")]))
+    for r in broken:  # listed, not fatal: one broken folder must not hide the others
+        click.echo(f"broken: {r['name']}: {r['broken']}")
 
 
 @click.command(short_help="Export one time step with explicit state to ONNX.")

@@ -76,25 +76,58 @@ class Artifact:
         return self.folder / "weights.safetensors"
 
 
+# What a config may ask for before anything is built: far past every architecture evapp ships, short of sizes
+# that would allocate gigabytes from a few bytes of JSON.
+BOUNDS = {"T": (1, 256), "input side": (8, 1024), "events_per_frame": (1, 10_000_000), "embed dim": (1, 2048),
+          "depth": (1, 64), "heads": (1, 64), "classes": (1, 1000), "mlp_ratio": (1, 16)}
+
+
+def out_of_bounds(cfg, pre: Preprocessing) -> str | None:
+    """The first setting of a config outside ``BOUNDS`` (or not a whole number), else None."""
+    checks = [("T", cfg.T), ("T", pre.T), ("events_per_frame", cfg.events_per_frame),
+              ("events_per_frame", pre.frames.events_per_frame), ("classes", cfg.num_classes),
+              ("mlp_ratio", cfg.mlp_ratio)]
+    checks += [("input side", v) for v in (*cfg.input_size, *pre.frames.input_size)]
+    checks += [("embed dim", v) for v in cfg.embed_dims] + [("depth", v) for v in cfg.depths]
+    checks += [("heads", v) for v in cfg.num_heads]
+    for name, value in checks:
+        low, high = BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"{name} {value!r} is outside {low}..{high:,}"
+    if not cfg.embed_dims or len(cfg.embed_dims) != len(cfg.depths) or len(cfg.depths) != len(cfg.num_heads):
+        return "embed_dims, depths and num_heads must be lists of one length"
+    density = pre.frames.reference_px_per_input_px
+    if density is not None and not (isinstance(density, int | float) and 0 < density < 1e6):
+        return f"reference_px_per_input_px {density!r} is not a positive number"
+    return None
+
+
 def read_artifact(folder: str | Path) -> Artifact:
     from evapp.nets import ModelConfig, list_models
 
     folder = Path(folder)
     path = folder / "config.json"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
         cfg = ModelConfig.from_dict(data["model"])
         pre = Preprocessing.from_dict(data["preprocessing"])
     except FileNotFoundError:
         raise InputError(f"{folder} is not a model artifact (no config.json).") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} is not a valid evapp model config ({exc}).") from None
+    problem = out_of_bounds(cfg, pre)
+    if problem:
+        raise InputError(f"{path} is not a usable evapp model config: {problem}.")
     if cfg.name not in list_models():
         raise InputError(f"{path} describes architecture '{cfg.name}', which this evapp does not have.")
-    if (pre.T, pre.frames.input_size, len(pre.class_names)) != (cfg.T, tuple(cfg.input_size), cfg.num_classes):
-        raise InputError(f"{path} contradicts itself: preprocessing and model disagree on T, input size or classes.")
+    if (pre.T, pre.frames.input_size, len(pre.class_names), pre.frames.events_per_frame) != (
+            cfg.T, tuple(cfg.input_size), cfg.num_classes, cfg.events_per_frame):
+        raise InputError(f"{path} contradicts itself: preprocessing and model disagree on T, input size, classes or "
+                         "events per frame.")
     return Artifact(folder, cfg, pre, data.get("policy", "window"), data.get("decoder", {}),
                     data.get("metrics", {}), data.get("training", {}))
 

@@ -27,11 +27,33 @@ def find_artifact(name: str) -> Artifact | None:
     return None
 
 
-def list_artifacts() -> list[Artifact]:
+def scan_artifacts() -> tuple[list[Artifact], list[tuple[Path, str]]]:
+    """The artifacts in ``models/`` that read, and the folders that do not, each with the sentence why."""
     root = models_dir()
+    good, broken = [], []
     if not root.is_dir():
-        return []
-    return [read_artifact(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+        return good, broken
+    for folder in sorted(root.iterdir()):
+        if not (folder / "config.json").is_file():
+            continue
+        try:
+            good.append(read_artifact(folder))
+        except (InputError, OSError) as exc:
+            broken.append((folder, str(exc)))
+    return good, broken
+
+
+_warned_broken: set[Path] = set()
+
+
+def list_artifacts() -> list[Artifact]:
+    """The readable artifacts in ``models/``; a broken one is skipped with one warning (per process)."""
+    good, broken = scan_artifacts()
+    for folder, reason in broken:
+        if folder not in _warned_broken:
+            _warned_broken.add(folder)
+            log.warning("skipping the broken model folder %s: %s", folder, reason)
+    return good
 
 
 def default_model_name() -> str | None:
@@ -80,8 +102,14 @@ def catalogue() -> list[dict]:
     from evapp.nets import count_params, create_model, get_config, list_models
 
     rows = []
+    good, broken = scan_artifacts()
+    _warned_broken.update(folder for folder, _ in broken)  # listed as broken below: no warning as well
     default = default_model_name()
-    for artifact in list_artifacts():
+    for folder, reason in broken:
+        rows.append({"name": folder.name, "arch": "broken", "params": None, "input": "", "T": None,
+                     "events_per_frame": None, "policy": "", "weights": "none", "accuracy": f"broken: {reason}",
+                     "default": False, "broken": reason})
+    for artifact in good:
         cfg, frames = artifact.config, artifact.preprocessing.frames
         acc = artifact.metrics.get("clip_accuracy")
         rows.append({"name": artifact.name, "arch": cfg.name, "params": count_params(create_model(cfg)),

@@ -92,7 +92,8 @@ def import_checkpoint(arch: str, path: str | Path, out: str | Path, T: int | Non
         T = T_weights
     T = T or official.default_T
     names = GESTURE_CLASSES if num_classes == len(GESTURE_CLASSES) else tuple(f"class_{i}" for i in range(num_classes))
-    model = create_model(official.registry, T=T, num_classes=num_classes, class_names=names)
+    n = events_per_frame or get_config(official.registry).events_per_frame
+    model = create_model(official.registry, T=T, num_classes=num_classes, class_names=names, events_per_frame=n)
     try:
         model.load_state_dict(convert_state(arch, state, model))
     except NameTableError as exc:
@@ -104,7 +105,6 @@ def import_checkpoint(arch: str, path: str | Path, out: str | Path, T: int | Non
     if bad:
         raise InputError(f"{Path(path).name} has non-finite values in '{bad[0]}'.")
     model.eval()
-    n = events_per_frame or get_config(official.registry).events_per_frame
     spec = FrameSpec(official.input_size, n, "clip", 1.0, official.binned_size)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     training = {"imported_from": {"file": str(Path(path).resolve()), "sha256": digest, "architecture": arch,
