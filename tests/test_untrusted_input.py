@@ -113,3 +113,55 @@ def test_broken_artifacts_are_listed_as_broken_and_never_picked(tmp_path, monkey
     assert "good (default)" in out
     loading._warned_broken.clear()
     assert loading.default_model_name() == "good"  # the broken ones are skipped, each with one warning
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:99999", "tcp://127.0.0.1:abc", "tcp://127.0.0.1:0", "tcp://:5"])
+def test_bad_network_addresses_are_one_sentence(address, capsys):
+    assert main(["replay", address, "--headless", "--no-model"]) == 2
+    assert "is not a network address of the form tcp://HOST:PORT" in one_sentence(capsys)
+
+
+def test_files_that_are_not_what_they_claim(tmp_path, capsys):
+    import numpy as np
+
+    cases = []
+    np.save(tmp_path / "words.npy", np.array([["a", "b", "c", "d"]]))
+    cases.append((tmp_path / "words.npy", "expected an N x 4 array of numbers"))
+    arr = np.ones((10, 4))
+    arr[3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", arr)
+    cases.append((tmp_path / "nan.npy", "holds values no DVS sample has"))
+    (tmp_path / "noeol.aedat").write_bytes(b"#!AER-DAT3.1\r\n#!END-HEADER")
+    cases.append((tmp_path / "noeol.aedat", "its header has no '#!END-HEADER' line"))
+    for path, phrase in cases:
+        assert main(["replay", str(path), "--headless", "--no-model", "--max-speed"]) == 2
+        assert phrase in one_sentence(capsys), path
+
+
+def test_weights_that_are_not_finite_are_refused(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from evapp.nets import create_model
+
+    model = create_model("saformer-2-256", embed_dims=[32], num_heads=[2], input_size=[32, 32], T=2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first].view(-1)[0] = float("nan")
+    save_file(state, str(tmp_path / "w.safetensors"))
+    from evapp.engine.loading import load_weights_into
+
+    with pytest.raises(Exception, match="not finite numbers"):
+        load_weights_into(model, tmp_path / "w.safetensors", "tiny")
+
+
+def test_a_json_line_never_holds_nan(capsys):
+    import json
+
+    from evapp.sinks.jsonl import print_json
+
+    print_json({"type": "prediction", "confidence": float("nan"), "probs": [0.5, float("inf"), 0.5],
+                "decision": {"confidence": float("-inf")}})
+    line = capsys.readouterr().out.strip()
+    assert json.loads(line) == {"type": "prediction", "confidence": None, "probs": [0.5, None, 0.5],
+                                "decision": {"confidence": None}}
+    assert "NaN" not in line and "Infinity" not in line

@@ -158,6 +158,9 @@ def load_weights_into(model, path: str | Path, name: str) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{path} is not a readable safetensors file ({exc}).") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise InputError(f"{path} holds values that are not finite numbers (in '{bad}'): the weights are broken.")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches

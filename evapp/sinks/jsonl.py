@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -12,8 +13,24 @@ if TYPE_CHECKING:
 
 
 def print_json(record: dict) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
+    """One JSON line. NaN and infinity are not JSON: a number that is not finite is written as null."""
+    try:
+        line = json.dumps(record, allow_nan=False)
+    except ValueError:  # rare (a model with broken weights): only then pay for the walk
+        line = json.dumps(finite_only(record), allow_nan=False)
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def finite_only(value):
+    """``value`` with every non-finite float replaced by None (dicts, lists and tuples walked)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_only(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_only(v) for v in value]
+    return value
 
 
 def past_duration(pipeline: Pipeline, duration_s: float | None) -> bool:

@@ -40,9 +40,10 @@ def _header_end(buf: memoryview | bytes | np.ndarray) -> int:
     if not raw.startswith(b"#!AER-DAT3"):
         raise Aedat3FormatError("it does not start with the AEDAT 3.x header '#!AER-DAT3'")
     end = raw.find(b"#!END-HEADER")
-    if end < 0:
+    newline = raw.find(b"\n", end) if end >= 0 else -1
+    if newline < 0:
         raise Aedat3FormatError("its header has no '#!END-HEADER' line")
-    return raw.index(b"\n", end) + 1
+    return newline + 1
 
 
 def iter_aedat3_batches(path: str | Path):

@@ -67,8 +67,14 @@ class TonicNpySource(EventSource):
             arr = np.load(self.path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.path} is not a readable .npy file ({exc}).") from None
-        if arr.ndim != 2 or arr.shape[1] != 4:
-            raise InputError(f"{self.path} is not a tonic DVSGesture sample (expected an N x 4 array of x, y, p, t).")
+        if arr.ndim != 2 or arr.shape[1] != 4 or not (np.issubdtype(arr.dtype, np.integer)
+                                                      or np.issubdtype(arr.dtype, np.floating)):
+            raise InputError(f"{self.path} is not a tonic DVSGesture sample (expected an N x 4 array of numbers: x, "
+                             f"y, p, t; it holds {arr.dtype} {arr.shape}).")
+        if arr.shape[0] and not (np.isfinite(arr).all() and np.abs(arr[:, :3]).max() < 32768
+                                 and np.abs(arr[:, 3]).max() < 9e12):
+            raise InputError(f"{self.path} holds values no DVS sample has (non-finite, or coordinates past "
+                             "16 bits, or times past 9e12 ms).")
         order = np.argsort(arr[:, 3], kind="stable")
         arr = arr[order]
         self._events = make_events(np.round(arr[:, 3] * 1000).astype(np.int64), arr[:, 0], arr[:, 1], arr[:, 2])

@@ -12,9 +12,13 @@ from evapp.sources.base import LiveSource
 
 def parse_tcp_address(spec: str) -> tuple[str, int]:
     url = urlparse(spec)
-    if url.scheme != "tcp" or not url.hostname or url.port is None:
-        raise InputError(f"'{spec}' is not a network address of the form tcp://HOST:PORT.")
-    return url.hostname, url.port
+    try:
+        port = url.port  # urllib checks the port when it is read: a word or 99999 raises here
+    except ValueError:
+        port = None
+    if url.scheme != "tcp" or not url.hostname or port is None or port == 0:
+        raise InputError(f"'{spec}' is not a network address of the form tcp://HOST:PORT (PORT 1..65535).")
+    return url.hostname, port
 
 
 class NetworkSource(LiveSource):
