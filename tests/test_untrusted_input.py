@@ -8,6 +8,7 @@ from evapp.cli.main import main
 from evapp.events import LabelInterval
 from evapp.sources.aedat3 import write_aedat3, write_labels_csv
 from evapp.testing import random_stream
+from tests.conftest import DVX
 
 
 @pytest.fixture
@@ -165,3 +166,25 @@ def test_a_json_line_never_holds_nan(capsys):
     assert json.loads(line) == {"type": "prediction", "confidence": None, "probs": [0.5, None, 0.5],
                                 "decision": {"confidence": None}}
     assert "NaN" not in line and "Infinity" not in line
+
+
+def test_record_paths_are_checked_before_any_camera_is_opened(tmp_path, capsys):
+    # nothing listens on the address: a check that waited for the connection would report that instead
+    for path, phrase in [("/proc/evapp-test.aedat4", "Cannot write into /proc"),
+                         (str(tmp_path / "take.AEDAT4"), "should end in lower-case .aedat4")]:
+        assert main(["live", "--camera", "tcp://127.0.0.1:9", "--headless", "--no-model", "--record", path]) == 2
+        assert phrase in one_sentence(capsys)
+
+
+def test_an_upper_case_aedat4_extension_is_a_sentence_that_says_what_to_do(tmp_path, capsys):
+    from evapp.sources.aedat4 import write_aedat4
+
+    written = tmp_path / "TAKE.aedat4"
+    write_aedat4(written, random_stream(1000, 64, 64, seed=1), DVX)
+    path = written.rename(tmp_path / "TAKE.AEDAT4")
+    assert main(["info", str(path)]) == 2
+    assert "rename it to TAKE.aedat4" in one_sentence(capsys)
+
+    # and writing one (dv-processing's writer would abort the process)
+    assert main(["simulate", str(tmp_path / "NEW.AEDAT4"), "--classes", "0", "--gesture-s", "0.2"]) == 2
+    assert "should end in" in one_sentence(capsys)

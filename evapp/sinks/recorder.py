@@ -10,6 +10,7 @@ and a lost source all leave a complete file.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,14 +23,20 @@ log = logging.getLogger(__name__)
 def check_record_path(path: str | Path, force: bool) -> Path:
     """Refuse a wrong extension, a missing folder, or an existing file without ``force``."""
     path = Path(path)
-    if path.suffix.lower() != ".aedat4":
-        raise InputError(f"{path} should end in .aedat4 (recordings are AEDAT4 files).")
+    if path.suffix != ".aedat4":
+        raise InputError(f"{path} should end in lower-case .aedat4 (recordings are AEDAT4 files, and dv-processing "
+                         "reads no other spelling).")
     if path.is_dir():
         raise InputError(f"{path} is a directory; give a file name ending in .aedat4.")
     if not path.parent.exists():
         raise InputError(f"The folder {path.parent} does not exist.")
     if path.exists() and not force:
         raise InputError(f"{path} already exists; pass --force to overwrite it.")
+    try:  # before any camera is opened: a folder that cannot take the file is said now, not after connecting
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".evapp-write-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"Cannot write into {path.parent} ({exc.strerror or exc}).") from None
     return path
 
 

@@ -39,6 +39,8 @@ def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_nam
 
     codec = {"lz4": dv.CompressionType.LZ4, "zstd": dv.CompressionType.ZSTD, "none": dv.CompressionType.NONE}
 
+    if Path(path).suffix != ".aedat4":  # dv-processing's writer aborts the process on any other spelling
+        raise InputError(f"{path} should end in lower-case .aedat4 (dv-processing writes no other spelling).")
     if isinstance(batches, np.ndarray):
         batches = [batches]
     name = camera_name or geometry.name
@@ -68,6 +70,9 @@ class Aedat4Source(EventSource):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.suffix != ".aedat4":  # dv-processing's reader refuses any other spelling of the extension
+            raise InputError(f"{self.path} must end in lower-case .aedat4 for dv-processing to read it: rename it "
+                             f"to {self.path.with_suffix('.aedat4').name}.")
         self._recording = self._open()
         rec = self._recording
         streams = list(rec.getStreamNames())
