@@ -188,3 +188,24 @@ def test_an_upper_case_aedat4_extension_is_a_sentence_that_says_what_to_do(tmp_p
     # and writing one (dv-processing's writer would abort the process)
     assert main(["simulate", str(tmp_path / "NEW.AEDAT4"), "--classes", "0", "--gesture-s", "0.2"]) == 2
     assert "should end in" in one_sentence(capsys)
+
+
+def test_events_that_go_back_in_time_are_kept_and_counted(tmp_path, capsys):
+    import json
+
+    events = random_stream(30_000, 128, 128, seed=5)
+    backwards = events.copy()
+    backwards[10_000:20_000]["timestamp"] -= 5_000_000  # a corrupt stretch stamped before the stream's start
+    path = tmp_path / "backwards.aedat"
+    write_aedat3(path, backwards)
+    assert main(["replay", str(path), "--headless", "--no-model", "--max-speed", "-N", "1000"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["events_total"] == 30_000 and summary["events_time_clamped"] == 10_000
+    assert summary["frames"] * 1000 + summary["leftover_events"] == 30_000  # every event in a frame or left over
+    assert captured.err.count("stamped earlier than the events before them") == 1
+    descending = events[::-1].copy()
+    write_aedat3(path, descending)
+    assert main(["replay", str(path), "--headless", "--no-model", "--max-speed", "-N", "1000"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["events_total"] == 30_000 and summary["frames"] == 30

@@ -45,7 +45,7 @@ def parse_speed(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a number.") from None
     if not 0 < speed <= FiniteFloat.LARGEST:
-        raise click.BadParameter(f"'{value}' must be a finite number greater than 0.")
+        raise click.BadParameter(f"'{value}' must be greater than 0 (and finite).")
     return speed
 
 

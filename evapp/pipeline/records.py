@@ -88,6 +88,7 @@ class Summary:
     policy_changes: list | None = None  # under --policy auto: [{"t_us", "policy"}, ...]
     throughput: dict | None = None  # a replay as fast as possible: x real time and answers per second
     events_over_rate_cap: int | None = None  # where frames may drop: events thinned away by the rate cap
+    events_time_clamped: int | None = None  # events stamped before the event before them, kept at its time
 
     def to_json(self) -> dict:
         out = {"type": "summary", "events_total": self.events_total, "frames": self.frames,
@@ -96,8 +97,8 @@ class Summary:
                "predictions": self.predictions, "dropped_frames": self.dropped_frames}
         if self.throughput is None:
             out["latency_ms"] = {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}
-        for key in ("events_over_rate_cap", "throughput", "reconnects", "recorded_events", "recording",
-                    "policy_changes"):
+        for key in ("events_over_rate_cap", "events_time_clamped", "throughput", "reconnects", "recorded_events",
+                    "recording", "policy_changes"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -120,7 +121,8 @@ def summary_of(pipeline, **live) -> Summary:
                    pipeline.frame_queue.dropped, *latency,
                    policy_changes=None if governor is None else [c.to_json() for c in governor.changes],
                    throughput=throughput_of(pipeline) if fastest else None,
-                   events_over_rate_cap=cap.dropped if cap.active else None, **live)
+                   events_over_rate_cap=cap.dropped if cap.active else None,
+                   events_time_clamped=getattr(pipeline.source, "events_time_clamped", 0) or None, **live)
 
 
 def throughput_of(pipeline) -> dict:

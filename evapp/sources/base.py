@@ -8,6 +8,7 @@ file against the wall clock (speed, pause, seek, loop) is the same for every for
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import numpy as np
 
 from evapp.errors import InputError
 from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,18 +58,40 @@ class EventSource(ABC):
         """Batches with the source's own (absolute) timestamps, in stream order."""
 
     def batches(self) -> Iterator[np.ndarray]:
-        """Batches rebased so that the stream's first event is at t = 0."""
+        """Batches rebased so that the stream's first event is at t = 0, on a clock that never goes back: an
+        event stamped earlier than the one before it (a corrupt packet, a descending file) is kept, at the time
+        of the event before it, and counted (``events_time_clamped``, one warning)."""
+        last = None
         for batch in self._raw_batches():
             if batch.shape[0] == 0:
                 continue
             if self.t0_us is None:
                 self.t0_us = int(batch["timestamp"][0])
+            t = batch["timestamp"]
+            if (last is not None and t[0] < last) or (t.shape[0] > 1 and bool((t[1:] < t[:-1]).any())):
+                batch = self._clamp_time(batch, last)
+            last = int(batch["timestamp"][-1])
             if self.t0_us:
                 batch = batch.copy() if not batch.flags.writeable else batch
                 batch["timestamp"] -= self.t0_us
             yield batch
         if self.t0_us is None and not self.is_live:
             raise InputError(f"{self.describe()} contains no events.")
+
+    events_time_clamped = 0
+
+    def _clamp_time(self, batch: np.ndarray, last: int | None) -> np.ndarray:
+        batch = batch.copy()
+        t = batch["timestamp"]
+        clamped = np.maximum.accumulate(np.maximum(t, last) if last is not None else t)
+        moved = int(np.count_nonzero(clamped != t))
+        batch["timestamp"] = clamped
+        if moved and not self.events_time_clamped:
+            log.warning("%s: events stamped earlier than the events before them (a corrupt packet, or a file in "
+                        "the wrong order); kept at the time of the event before them, and counted in the summary",
+                        self.describe())
+        self.events_time_clamped += moved
+        return batch
 
     def info(self) -> SourceInfo:
         """Describe the source; file sources override this with header facts where they can."""
