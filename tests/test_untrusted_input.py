@@ -209,3 +209,41 @@ def test_events_that_go_back_in_time_are_kept_and_counted(tmp_path, capsys):
     assert main(["replay", str(path), "--headless", "--no-model", "--max-speed", "-N", "1000"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["events_total"] == 30_000 and summary["frames"] == 30
+
+
+def test_a_backlog_before_the_pipeline_is_measured_dropped_past_its_bound_and_counted():
+    """A real paced stream (100 k events/s on the camera's clock) and a reader stalled for 3 s: the events that
+    waited in the network reader are dropped oldest first until the backlog is under half a second again, and
+    every event is accounted for."""
+    import time
+
+    from evapp.binning import FrameSpec
+    from evapp.model_setup import ModelSetup
+    from evapp.pipeline import Pipeline
+    from evapp.sources.network import NetworkSource
+    from evapp.testing import free_port, start_server
+
+    port = free_port()
+    server = start_server(port, 600_000, seed=7, rate=100_000, batch=5000, paced=True, linger=1.0)
+    try:
+        source = NetworkSource(f"tcp://127.0.0.1:{port}", idle_timeout_s=1.5)
+        pipeline = Pipeline(source, ModelSetup.frames_only(FrameSpec((128, 128), 2000)), with_frames=True)
+        stalled = []
+
+        def stall_once(batch):
+            if not stalled and pipeline.first_batch_at and time.perf_counter() - pipeline.first_batch_at > 1.0:
+                stalled.append(True)
+                time.sleep(3.0)
+
+        pipeline.watch_batches(stall_once)
+        for _ in pipeline.records():
+            pass
+        summary = pipeline.summary().to_json()
+        pipeline.close()
+    finally:
+        server.kill()
+    assert stalled and summary["events_total"] == 600_000
+    assert summary["max_behind_s"] > 2.5
+    assert 150_000 < summary["events_dropped_behind"] < 320_000
+    assert (summary["frames"] * 2000 + summary["leftover_events"] + summary["events_outside_region"]
+            + summary["events_thinned"] + summary["events_dropped_behind"]) == 600_000

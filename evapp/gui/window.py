@@ -321,6 +321,8 @@ class MainWindow(QMainWindow):
         parts.append("ms/step n/a" if s["step_ms"] is None else f"{s['step_ms']:.1f} ms/step")
         parts.append("latency n/a" if s["latency_ms"] is None else f"latency {s['latency_ms']:.0f} ms")
         parts.append(f"dropped {s['dropped_frames']}")
+        if s["behind_s"] > 0.3:  # events waiting before the pipeline: shown as they grow, dropped past the bound
+            parts.append(f"behind {s['behind_s']:.1f} s ({self.pipeline.backlog.events_dropped:,} events dropped)")
         if self.pipeline.rate_cap.kept < 1.0:
             parts.append(f"rate cap: {100 * self.pipeline.rate_cap.kept:.0f} % of events kept")
         if self.pipeline.model.engine is not None:  # --policy auto changes it while running

@@ -35,6 +35,7 @@ from evapp.binning import FrameSpec, Region
 from evapp.decoder import IDLE, MotionRate
 from evapp.errors import InputError
 from evapp.model_setup import ModelSetup
+from evapp.pipeline.backlog import Backlog
 from evapp.pipeline.queues import FrameItem, FrameQueue, Marker, StreamRate, percentile
 from evapp.pipeline.rate_cap import RateCap
 from evapp.pipeline.records import FrameRecord, Label, Prediction, Record, Summary, summary_of
@@ -80,6 +81,7 @@ class Pipeline:
         self.first_position_us = 0
         self._motion = MotionRate()
         self._batch_watchers: list[Callable[[np.ndarray], None]] = []
+        self.backlog = Backlog()  # live: the wait before the pipeline, dropped beyond a bound
 
         # Live streams, and replays in the window (whose clock keeps the chosen speed), drop the oldest frame
         # when the model falls behind; a headless replay never drops a frame and runs slower instead.
@@ -277,6 +279,7 @@ class Pipeline:
             "step_ms": percentile(list(self.recent_step_ms), 50),
             "latency_ms": percentile(list(self.recent_latency_ms), 50),
             "dropped_frames": self.frame_queue.dropped,
+            "behind_s": self.backlog.behind_s if self.is_live else 0.0,
             "status": getattr(self.source, "status", "") or "",
         }
 
@@ -343,6 +346,12 @@ class Pipeline:
         self.event_rate.add(batch.shape[0], int(batch["timestamp"][-1]), received_at)
         for watcher in self._batch_watchers:
             watcher(batch)
+        due_at = received_at  # a latency counts from when the events were due, not when they reached us
+        if self.is_live:
+            due_at -= self.backlog.update(received_at, int(batch["timestamp"][-1]))
+            if self.backlog.dropping:  # oldest first: these events waited longer than the bound
+                self.backlog.events_dropped += batch.shape[0]
+                return
         cap = self.rate_cap
         if cap.active:
             batch = cap.apply(batch, cap.keep_fraction(self.event_rate.rate(), self.binner, self.engine is not None))
@@ -354,7 +363,7 @@ class Pipeline:
         for counts, t_end in zip(done.counts, done.t_end_us.tolist(), strict=True):
             self.frame_rate.add(1, t_end, received_at)
             fps = self._motion.update(t_end)
-            self.frame_queue.put(FrameItem(counts, t_end, received_at, fps, t_end + shift, generation, spec))
+            self.frame_queue.put(FrameItem(counts, t_end, due_at, fps, t_end + shift, generation, spec))
 
     def _restart_stream(self) -> None:
         """A seek: no frame spans the jump, and the model starts again from rest."""

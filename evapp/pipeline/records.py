@@ -89,6 +89,8 @@ class Summary:
     throughput: dict | None = None  # a replay as fast as possible: x real time and answers per second
     events_over_rate_cap: int | None = None  # where frames may drop: events thinned away by the rate cap
     events_time_clamped: int | None = None  # events stamped before the event before them, kept at its time
+    events_dropped_behind: int | None = None  # live: events dropped while the backlog was over its bound
+    max_behind_s: float | None = None  # live: the largest backlog before the pipeline
 
     def to_json(self) -> dict:
         out = {"type": "summary", "events_total": self.events_total, "frames": self.frames,
@@ -97,8 +99,8 @@ class Summary:
                "predictions": self.predictions, "dropped_frames": self.dropped_frames}
         if self.throughput is None:
             out["latency_ms"] = {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}
-        for key in ("events_over_rate_cap", "events_time_clamped", "throughput", "reconnects", "recorded_events",
-                    "recording", "policy_changes"):
+        for key in ("events_over_rate_cap", "events_dropped_behind", "max_behind_s", "events_time_clamped",
+                    "throughput", "reconnects", "recorded_events", "recording", "policy_changes"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -116,13 +118,17 @@ def summary_of(pipeline, **live) -> Summary:
     fastest = pipeline.clock is not None and pipeline.clock.speed is None
     latency = (None, None) if fastest else (percentile(pipeline.latencies_ms, 50),
                                             percentile(pipeline.latencies_ms, 99))
-    return Summary(b.events_in + cap.dropped, b.frames_out, b.leftover, b.events_outside, b.events_thinned,
+    behind = pipeline.backlog if pipeline.is_live else None
+    total = b.events_in + cap.dropped + (behind.events_dropped if behind else 0)
+    return Summary(total, b.frames_out, b.leftover, b.events_outside, b.events_thinned,
                    str(b.mapping.region), tuple(b.frame_shape[1:]), pipeline.predictions,
                    pipeline.frame_queue.dropped, *latency,
                    policy_changes=None if governor is None else [c.to_json() for c in governor.changes],
                    throughput=throughput_of(pipeline) if fastest else None,
                    events_over_rate_cap=cap.dropped if cap.active else None,
-                   events_time_clamped=getattr(pipeline.source, "events_time_clamped", 0) or None, **live)
+                   events_time_clamped=getattr(pipeline.source, "events_time_clamped", 0) or None,
+                   events_dropped_behind=behind.events_dropped if behind else None,
+                   max_behind_s=round(behind.max_behind_s, 3) if behind else None, **live)
 
 
 def throughput_of(pipeline) -> dict:
