@@ -197,6 +197,26 @@ def bench_live_served_cmd(model_name, factors, policy, as_json) -> None:
         click.echo(format_served(rows))
 
 
+@bench_live.command("reader")
+@click.option("--events", type=click.IntRange(min=10_000), default=3_000_000, show_default=True,
+              help="Events per burst.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@json_option()
+def bench_live_reader_cmd(events, rounds, as_json) -> None:
+    """Events per second through the network reader in a child process (how evapp reads tcp://) against the
+    same reader in process, interleaved, from a local NetworkWriter's burst."""
+    from evapp.bench.reader import bench_reader
+    from evapp.tables import format_rows
+
+    rows = bench_reader(events, rounds)
+    if as_json:
+        print_json({"machine": describe_machine(), "reader": rows})
+    else:
+        click.echo(describe_machine())
+        click.echo(format_rows(rows, [("round", "round", "d"), ("reader", "reader", ""),
+                                      ("mev_per_s", "Mev/s", ".2f"), ("x_demo_rate", "x the demo's rate", ",d")]))
+
+
 @bench_live.command("max-rate")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Model (repeatable; default: saformer-2-256, sglformer-3-256, spikingresformer-dvsg).")

@@ -20,10 +20,10 @@ FILE_FORMATS = {
 def open_source(spec: str | Path) -> EventSource:
     """Open a file path or a tcp://HOST:PORT address as an event source, or raise one clear InputError."""
     spec = str(spec)
-    if spec.startswith("tcp://"):
-        from evapp.sources.network import NetworkSource
+    if spec.startswith("tcp://"):  # a peer's bytes are read in a child process (evapp.sources.isolation)
+        from evapp.sources.isolation import IsolatedNetworkSource
 
-        return NetworkSource(spec)
+        return IsolatedNetworkSource(spec)
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{path} does not exist.")

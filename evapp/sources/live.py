@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-def _open_once(spec: str) -> LiveSource:
-    if spec.startswith("tcp://"):
-        from evapp.sources.network import NetworkSource
+def _open_once(spec: str, stopped: Callable[[], bool] = lambda: False) -> LiveSource:
+    if spec.startswith("tcp://"):  # bytes from a peer: read in a child process (evapp.sources.isolation)
+        from evapp.sources.isolation import IsolatedNetworkSource
 
-        return NetworkSource(spec)
+        return IsolatedNetworkSource(spec, stopped)
     from evapp.sources.camera import CameraSource
 
     return CameraSource(spec)
@@ -52,7 +52,7 @@ def background_activity_filter(geometry, duration_us: int = 2000) -> Callable:
 class ReconnectingSource(LiveSource):
     """A live source that re-opens its camera or address whenever the stream drops."""
 
-    def __init__(self, spec: str, opener: Callable[[str], LiveSource] = _open_once):
+    def __init__(self, spec: str, opener: Callable[..., LiveSource] = _open_once):
         self.spec = spec
         self._opener = opener
         self._inner: LiveSource | None = opener(spec)  # the first open fails loudly (absent camera, no server)
@@ -76,7 +76,7 @@ class ReconnectingSource(LiveSource):
                 if self._sleep(delay):
                     return
                 try:
-                    inner = self._opener(self.spec)
+                    inner = self._opener(self.spec, lambda: self._stop_requested)
                 except InputError as exc:
                     log.info("reconnect attempt %d to %s failed: %s", attempt, self.spec, exc)
                     continue

@@ -1,0 +1,238 @@
+"""Readers of untrusted bytes in a child process: a network peer cannot hang, abort or exhaust evapp.
+
+dv-processing's ``NetworkReader`` blocks while holding the GIL (a peer that accepts and never sends), aborts the
+process from C++ on bytes that do not parse (``std::length_error``), and allocates what a corrupt packet header
+asks for. So the reader runs in a spawned child process (``_child_main``) that streams decoded event batches to
+the parent through a pipe, with a heartbeat from a second thread. The parent (``IsolatedNetworkSource``) never
+blocks longer than a poll: Ctrl-C and SIGTERM are honoured in every state; a child that sends nothing, not even a
+heartbeat, for ``STALL_S`` (a reader stuck with the GIL held) is killed, as is one that takes longer than
+``CONNECT_S`` to deliver the stream's header; a child that dies (a C++ abort, the memory bound) is a lost stream,
+which ``ReconnectingSource`` reconnects. The recorder writes from the batches the parent received, so a reader's
+death never costs a recorded event. The child's address space is capped at ``MEMORY_BOUND`` bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+
+import numpy as np
+
+from evapp.errors import InputError, SourceLost
+from evapp.events import EVENT_DTYPE, SensorGeometry
+from evapp.sources.base import LiveSource
+
+log = logging.getLogger(__name__)
+
+CONNECT_S = 5.0  # from start to the stream's header (a silent peer holds the child here)
+STALL_S = 3.0  # no batch and no heartbeat: the child is stuck
+HEARTBEAT_S = 0.25
+MEMORY_BOUND = 2 << 30  # the child's address space (RLIMIT_AS), interpreter and libraries included
+
+_HELLO, _BATCH, _BEAT, _ERROR, _END = b"H", b"B", b"P", b"E", b"Z"
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the parent dies (even by SIGKILL), wherever it is blocked."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_main(spec: str, conn) -> None:
+    """The child: open the network stream, send its header, then every batch as raw bytes, until it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child ends
+    _die_with_parent()
+    try:  # dv-processing's own abort messages are the parent's to put in words, not the terminal's
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    except OSError:
+        pass
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
+    except (ImportError, ValueError, OSError):
+        pass
+    lock = threading.Lock()
+
+    def send(kind: bytes, payload: bytes = b"") -> None:
+        with lock:
+            conn.send_bytes(kind + payload)
+
+    def beat() -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                send(_BEAT)
+            except OSError:
+                return
+
+    threading.Thread(target=beat, daemon=True).start()
+    from evapp.sources.network import NetworkSource
+
+    try:
+        source = NetworkSource(spec)
+        g = source.geometry
+        send(_HELLO, pickle.dumps((g.width, g.height, g.name)))
+        for batch in source._raw_batches():
+            send(_BATCH, np.ascontiguousarray(batch, EVENT_DTYPE).tobytes())
+        send(_END)
+    except (InputError, SourceLost) as exc:
+        send(_ERROR, pickle.dumps((type(exc).__name__, str(exc))))
+    except OSError:  # the parent went away
+        pass
+    except MemoryError:
+        send(_ERROR, pickle.dumps(("SourceLost", f"The stream at {spec} asked for more memory than its reader's "
+                                                 f"bound of {MEMORY_BOUND >> 20} MiB (not a dv-processing event "
+                                                 "stream?).")))
+
+
+class ReaderProcess:
+    """The parent's handle on one reader child: messages with a timeout, death noticed, kill on close."""
+
+    def __init__(self, spec: str):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe(duplex=False)
+        self.process = context.Process(target=_child_main, args=(spec, child_end), daemon=True,
+                                       name=f"evapp-reader {spec}")
+        self.process.start()
+        child_end.close()
+        self.last_message = time.monotonic()
+
+    def next(self, timeout: float) -> tuple[bytes, bytes] | None:
+        """(kind, payload), or None when nothing came within ``timeout``; EOFError when the child is gone."""
+        if not self._conn.poll(timeout):
+            return None
+        data = self._conn.recv_bytes()
+        self.last_message = time.monotonic()
+        return data[:1], data[1:]
+
+    def death(self) -> str:
+        """Why the child ended, in words."""
+        self.process.join(timeout=0.5)
+        code = self.process.exitcode
+        if code is None:
+            return "it stopped responding"
+        if code == -signal.SIGABRT:
+            return "its reader aborted in dv-processing on bytes it could not parse"
+        if code < 0:
+            return f"its reader was killed by signal {-code}"
+        return f"its reader exited with code {code}"
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=1.0)
+        self._conn.close()
+
+
+class IsolatedNetworkSource(LiveSource):
+    """A ``tcp://`` stream read by a child process (see the module docstring); batches arrive as numpy, and the
+    store hooks (the recorder) get EventStores made from exactly those batches."""
+
+    format_name = "dv-processing network stream"
+    POLL_S = 0.1
+
+    def __init__(self, spec: str, stopped=lambda: False):
+        """``stopped``: polled while connecting (a reconnect that Ctrl-C must be able to end)."""
+        from evapp.sources.network import parse_tcp_address
+
+        parse_tcp_address(spec)  # a malformed address is said before any process starts
+        self.spec = spec
+        self._child = ReaderProcess(spec)
+        try:
+            geometry = self._await_header(stopped)
+        except BaseException:  # Ctrl-C while connecting too: no reader child outlives its source
+            self._child.kill()
+            raise
+        super().__init__(geometry)
+
+    def _await_header(self, stopped) -> SensorGeometry:
+        deadline = time.monotonic() + CONNECT_S
+        while True:
+            if stopped():
+                raise InputError(f"Connecting to {self.spec} was stopped.")
+            try:
+                message = self._child.next(self.POLL_S)
+            except EOFError:
+                reason = self._child.death()
+                self._child.kill()
+                raise InputError(f"The stream at {self.spec} broke off while connecting ({reason}).") from None
+            if message is not None:
+                kind, payload = message
+                if kind == _HELLO:
+                    width, height, name = pickle.loads(payload)
+                    return SensorGeometry(width, height, name)
+                if kind == _ERROR:
+                    self._child.kill()
+                    raise InputError(pickle.loads(payload)[1])
+            if time.monotonic() > deadline:
+                break
+        self._child.kill()
+        raise InputError(f"{self.spec} accepted the connection but sent no stream within {CONNECT_S:g} s (not a "
+                         "dv-processing event server, or a stuck one).")
+
+    def _raw_batches(self):
+        child = self._child
+        while not self._stop_requested:
+            try:
+                message = child.next(self.POLL_S)
+            except EOFError:
+                raise SourceLost(f"The stream at {self.spec} broke off ({child.death()})") from None
+            if message is None:
+                if time.monotonic() - child.last_message > STALL_S:
+                    child.kill()
+                    raise SourceLost(f"The stream at {self.spec} stopped: its reader sent nothing for "
+                                     f"{STALL_S:g} s")
+                continue
+            kind, payload = message
+            if kind == _BATCH:
+                batch = self._received(np.frombuffer(payload, EVENT_DTYPE).copy())
+                if batch is not None:
+                    yield batch
+            elif kind == _END:
+                return
+            elif kind == _ERROR:
+                raise SourceLost(pickle.loads(payload)[1])
+
+    def _received(self, batch: np.ndarray) -> np.ndarray | None:
+        """The recorder and the noise filter see stores, made from the batch exactly as it arrived."""
+        if not self.store_hooks and self.store_filter is None:
+            return batch
+        from evapp.sources.aedat4 import to_event_store
+
+        store = to_event_store(batch)
+        for hook in self.store_hooks:
+            hook(store)
+        if self.store_filter is not None:
+            store = self.store_filter(store)
+            return store.numpy() if len(store) else None
+        return batch
+
+    def describe(self) -> str:
+        return self.spec
+
+    def close(self) -> None:
+        """Hand what the child already sent to the hooks (at most a second), then end the child."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        deadline = time.monotonic() + 1.0
+        while self.store_hooks and time.monotonic() < deadline:
+            try:
+                message = child.next(0.05)
+            except (EOFError, OSError):
+                break
+            if message is None:
+                break
+            if message[0] == _BATCH:
+                self._received(np.frombuffer(message[1], EVENT_DTYPE).copy())
+        child.kill()

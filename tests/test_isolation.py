@@ -1,0 +1,188 @@
+"""Misbehaving network peers against the reader child (evapp.sources.isolation): a peer that accepts and never
+sends, one that sends random bytes, one whose stream turns to garbage after valid packets. Each run of the real
+`evapp live` is ended by SIGINT within 2 s or fails with one sentence, and a recording keeps every event the
+process received, finalised."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evapp.testing import free_port, start_server
+from tests.conftest import json_lines
+from tests.test_live import count_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Peer:
+    """A TCP server on 127.0.0.1 that accepts every client and then does ``behaviour(client)`` in a thread."""
+
+    def __init__(self, behaviour):
+        self.port = free_port()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._behaviour = behaviour
+        self._clients: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self._clients.append(client)
+            threading.Thread(target=self._run, args=(client,), daemon=True).start()
+
+    def _run(self, client):
+        try:
+            self._behaviour(client)
+        except OSError:
+            pass
+
+    def close(self):
+        self._server.close()
+        for c in self._clients:
+            c.close()
+
+
+def silent(client):
+    time.sleep(120)
+
+
+def garbage(client):
+    rng = np.random.default_rng(1)
+    while True:
+        client.sendall(rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes())
+        time.sleep(0.01)
+
+
+def turns_to_garbage(upstream_port: int, valid_bytes: int):
+    """Forward the real server's first ``valid_bytes`` bytes, then random bytes."""
+
+    def behaviour(client):
+        upstream = socket.create_connection(("127.0.0.1", upstream_port))
+        sent = 0
+        while sent < valid_bytes:
+            data = upstream.recv(min(65536, valid_bytes - sent))
+            if not data:
+                break
+            client.sendall(data)
+            sent += len(data)
+        garbage(client)
+
+    return behaviour
+
+
+def evapp_live(*args, err_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "evapp", "live", "--headless", "--no-model", *args],
+                            stdout=subprocess.PIPE, stderr=open(err_path, "w"), text=True, env=env, cwd=ROOT)
+
+
+def interrupt(proc, after_s: float) -> float:
+    """SIGINT after ``after_s``; the seconds until the process ended."""
+    time.sleep(after_s)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return time.monotonic() - sent
+
+
+@pytest.mark.parametrize("after_s", [1.0, 3.0])
+def test_a_peer_that_accepts_and_never_sends_is_ended_by_ctrl_c(tmp_path, after_s):
+    peer = Peer(silent)
+    try:
+        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--duration", "10",
+                          err_path=tmp_path / "err")
+        took = interrupt(live, after_s)
+    finally:
+        peer.close()
+    assert live.returncode == 130 and took < 2.0, (took, (tmp_path / "err").read_text())
+
+
+def test_a_peer_that_never_sends_a_stream_is_one_sentence(tmp_path, capsys):
+    from evapp.cli.main import main
+
+    peer = Peer(silent)
+    try:
+        started = time.monotonic()
+        assert main(["live", "--camera", f"tcp://127.0.0.1:{peer.port}", "--headless", "--no-model"]) == 2
+        took = time.monotonic() - started
+    finally:
+        peer.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "accepted the connection but sent no stream within 5 s" in err[0]
+    assert took < 8
+
+
+def test_a_garbage_peer_costs_a_bounded_reader_and_one_sentence(tmp_path):
+    peer = Peer(garbage)
+    err_path = tmp_path / "err"
+    try:
+        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", err_path=err_path)
+        peak_kb = 0
+        deadline = time.monotonic() + 20
+        while live.poll() is None and time.monotonic() < deadline:
+            try:
+                status = Path(f"/proc/{live.pid}/status").read_text()
+                peak_kb = max(peak_kb, int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]))
+            except (OSError, StopIteration):
+                pass
+            time.sleep(0.05)
+        if live.poll() is None:
+            live.kill()
+    finally:
+        peer.close()
+    err = err_path.read_text().strip().splitlines()
+    assert live.returncode == 2 and len(err) == 1 and err[0].startswith("evapp: error:"), err
+    assert "tcp://127.0.0.1" in err[0]
+    assert peak_kb < 600_000  # the parent: the garbage is the child's problem, and the child is capped
+
+
+def test_a_stream_that_turns_to_garbage_keeps_every_received_event_recorded(tmp_path):
+    upstream = free_port()
+    server = start_server(upstream, 200_000, seed=3, rate=100_000, batch=5000, paced=True)
+    peer = Peer(turns_to_garbage(upstream, valid_bytes=400_000))
+    rec, err_path = tmp_path / "take.aedat4", tmp_path / "err"
+    try:
+        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--record", str(rec), "-N", "2000",
+                          err_path=err_path)
+        deadline = time.monotonic() + 30
+        log = ""
+        while time.monotonic() < deadline and "lost tcp://" not in log:
+            time.sleep(0.1)
+            log = err_path.read_text()
+        took = interrupt(live, 0.5)  # now reconnecting to the peer, whose stream turns to garbage again
+        out = live.stdout.read()
+    finally:
+        server.kill()
+        peer.close()
+    assert "lost tcp://" in log, log
+    assert live.returncode == 130 and took < 2.0, (took, err_path.read_text())
+    summary = json_lines(out)[-1]
+    assert summary["type"] == "summary" and summary["recorded_events"] > 0
+    assert count_events(rec) == summary["recorded_events"] >= summary["events_total"]  # finalised, nothing lost
+
+
+def test_bench_live_reader_compares_the_child_with_the_in_process_reader(capfd):
+    import json
+
+    from evapp.cli.main import main
+
+    assert main(["bench", "live", "reader", "--events", "40000", "--rounds", "1", "--json"]) == 0
+    rows = json.loads(capfd.readouterr().out)["reader"]
+    assert [r["reader"] for r in rows] == ["in process", "child process"] and all(r["mev_per_s"] > 0 for r in rows)
