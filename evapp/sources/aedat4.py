@@ -10,6 +10,7 @@ from evapp.errors import InputError, with_reason
 from evapp.events import SensorGeometry
 from evapp.sources.aedat3 import Aedat3FormatError, labels_path_for, read_class_names, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
+from evapp.sources.isolation import FileReaderProcess, ReaderRefused
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0"  # the first bytes of every AEDAT4 file (iniVation's AEDAT 4.0 format)
 
@@ -73,18 +74,18 @@ class Aedat4Source(EventSource):
         if self.path.suffix != ".aedat4":  # dv-processing's reader refuses any other spelling of the extension
             raise InputError(f"{self.path} must end in lower-case .aedat4 for dv-processing to read it: rename it "
                              f"to {self.path.with_suffix('.aedat4').name}.")
-        self._recording = self._open()
-        rec = self._recording
-        streams = list(rec.getStreamNames())
-        self._event_streams = [s for s in streams if rec.isStreamOfEventType(s)]
+        self._reader = self._open()
+        streams, self._event_streams = self._reader.streams, self._reader.event_streams
         if not self._event_streams:
+            self._reader.kill()
             raise InputError(f"{self.path} holds no event stream (streams: {', '.join(streams) or 'none'}).")
         self.stream_name = "events" if "events" in self._event_streams else self._event_streams[0]
         self._other_streams = [s for s in streams if s != self.stream_name]
-        resolution = rec.getEventResolution(self.stream_name)
+        resolution = self._reader.resolutions[self.stream_name]
         if resolution is None:
+            self._reader.kill()
             raise InputError(f"{self.path} does not state its event resolution.")
-        geometry = SensorGeometry(int(resolution[0]), int(resolution[1]), rec.getCameraName() or "unknown")
+        geometry = SensorGeometry(int(resolution[0]), int(resolution[1]), self._reader.camera or "unknown")
         labels_file = labels_path_for(self.path)
         super().__init__(geometry)
         self._labels_file = labels_file if labels_file.is_file() else None
@@ -95,8 +96,6 @@ class Aedat4Source(EventSource):
                 raise InputError(str(exc)) from None
 
     def _open(self):
-        import dv_processing as dv
-
         try:
             with open(self.path, "rb") as f:
                 magic = f.read(len(AEDAT4_MAGIC))
@@ -105,23 +104,18 @@ class Aedat4Source(EventSource):
         if magic != AEDAT4_MAGIC:
             raise InputError(f"{self.path} is not an AEDAT4 recording (it does not start with the AEDAT4 "
                              f"header {AEDAT4_MAGIC.decode()!r}).")
-        try:
-            return dv.io.MonoCameraRecording(str(self.path))
-        except (RuntimeError, ValueError, IndexError) as exc:
+        try:  # in a child process: a corrupt file can hang or abort dv-processing (evapp.sources.isolation)
+            return FileReaderProcess(str(self.path))
+        except ReaderRefused as exc:
             raise InputError(with_reason(f"{self.path} is not a readable AEDAT4 recording", exc)) from None
 
     def _raw_batches(self):
-        rec = self._recording
-        rec.resetSequentialRead()
-        while True:
-            try:
-                store = rec.getNextEventBatch(self.stream_name)
-            except (RuntimeError, ValueError) as exc:
-                raise InputError(with_reason(f"{self.path} is corrupted or truncated", exc)) from None
-            if store is None:
-                return
-            if len(store):
-                yield store.numpy()
+        if self._reader is None:
+            raise InputError(f"{self.path} was closed.")
+        try:
+            yield from self._reader.read(self.stream_name)
+        except ReaderRefused as exc:
+            raise InputError(with_reason(f"{self.path} is corrupted or truncated", exc)) from None
 
     def batches(self):
         first = None
@@ -153,4 +147,6 @@ class Aedat4Source(EventSource):
         return str(self.path)
 
     def close(self) -> None:
-        self._recording = None
+        if self._reader is not None:
+            self._reader.kill()
+            self._reader = None

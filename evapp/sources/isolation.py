@@ -236,3 +236,134 @@ class IsolatedNetworkSource(LiveSource):
             if message[0] == _BATCH:
                 self._received(np.frombuffer(message[1], EVENT_DTYPE).copy())
         child.kill()
+
+
+# -- files ------------------------------------------------------------------------------------------------
+# A corrupt .aedat4 can make dv-processing's getNextEventBatch spin for ever (100 % CPU, the GIL held) or abort.
+# The recording is opened and read in a child; the parent asks for a pass over the events ("read", with a
+# number, so that a pass abandoned by a seek is told apart from the next) and waits on the pipe, never blocked.
+FILE_STALL_S = 3.0  # waiting this long for the next batch of a file (the child sends far faster): stuck
+
+_READ, _QUIT = b"R", b"Q"
+
+
+def _file_child_main(path: str, conn) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
+    except (ImportError, ValueError, OSError):
+        pass
+    import dv_processing as dv
+
+    def send(kind: bytes, number: int, payload: bytes = b"") -> None:
+        conn.send_bytes(kind + number.to_bytes(4, "little") + payload)
+
+    try:
+        rec = dv.io.MonoCameraRecording(path)
+        streams = list(rec.getStreamNames())
+        events = [s for s in streams if rec.isStreamOfEventType(s)]
+        resolutions = {s: rec.getEventResolution(s) for s in events}
+        send(_HELLO, 0, pickle.dumps((streams, events, {s: tuple(r) if r is not None else None
+                                                        for s, r in resolutions.items()}, rec.getCameraName())))
+    except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+        send(_ERROR, 0, pickle.dumps(str(exc)[:2000] or type(exc).__name__))
+        return
+    command = conn.recv_bytes()
+    while command[:1] == _READ:
+        number, stream = int.from_bytes(command[1:5], "little"), command[5:].decode()
+        command = None
+        try:
+            rec.resetSequentialRead()
+            while True:
+                if conn.poll():  # a new pass, or quit: this one is abandoned
+                    command = conn.recv_bytes()
+                    break
+                store = rec.getNextEventBatch(stream)
+                if store is None:
+                    send(_END, number)
+                    break
+                if len(store):
+                    send(_BATCH, number, np.ascontiguousarray(store.numpy(), EVENT_DTYPE).tobytes())
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            send(_ERROR, number, pickle.dumps(str(exc)[:2000] or type(exc).__name__))
+        if command is None:
+            command = conn.recv_bytes()
+
+
+class FileReaderProcess:
+    """The parent's handle on a recording read by a child: its streams, and passes over one event stream."""
+
+    def __init__(self, path: str):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe(duplex=True)
+        self.path = path
+        self.process = context.Process(target=_file_child_main, args=(path, child_end), daemon=True,
+                                       name=f"evapp-reader {path}")
+        self.process.start()
+        child_end.close()
+        self._pass = 0
+        kind, _, payload = self._next(CONNECT_S, "at all")
+        if kind == _ERROR:
+            self.kill()
+            raise ReaderRefused(pickle.loads(payload))
+        self.streams, self.event_streams, self.resolutions, self.camera = pickle.loads(payload)
+
+    def _next(self, bound_s: float, doing: str) -> tuple[bytes, int, bytes]:
+        """The next message; InputError when the child died or sent nothing for ``bound_s`` seconds (the wait is
+        in short polls, so Ctrl-C in the main thread is seen)."""
+        deadline = time.monotonic() + bound_s
+        while True:
+            try:
+                if self._conn.poll(0.1):
+                    data = self._conn.recv_bytes()
+                    return data[:1], int.from_bytes(data[1:5], "little"), data[5:]
+            except (EOFError, OSError):
+                code = self.process.exitcode
+                self.kill()
+                why = ("its reader aborted in dv-processing" if code == -signal.SIGABRT
+                       else f"its reader ended (exit code {code})")
+                raise InputError(f"{self.path} could not be read {doing}: {why} (a corrupt file?).") from None
+            if time.monotonic() > deadline:
+                self.kill()
+                raise InputError(f"{self.path} could not be read {doing}: its reader made no progress for "
+                                 f"{bound_s:g} s (a corrupt file?).")
+
+    def read(self, stream: str):
+        """The raw batches of one pass over ``stream``, in file order."""
+        self._pass += 1
+        number = self._pass
+        self._conn.send_bytes(_READ + number.to_bytes(4, "little") + stream.encode())
+        events = 0
+        while True:
+            kind, of_pass, payload = self._next(FILE_STALL_S, f"past its first {events:,} events" if events
+                                                else "from its first event")
+            if of_pass != number:
+                continue  # the rest of an abandoned pass
+            if kind == _BATCH:
+                batch = np.frombuffer(payload, EVENT_DTYPE).copy()
+                events += batch.shape[0]
+                yield batch
+            elif kind == _END:
+                return
+            elif kind == _ERROR:
+                raise ReaderRefused(pickle.loads(payload))
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            try:
+                self._conn.send_bytes(_QUIT)
+            except OSError:
+                pass
+            self.process.join(timeout=0.2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=1.0)
+        self._conn.close()
+
+
+class ReaderRefused(Exception):
+    """dv-processing refused the file, with its message."""
