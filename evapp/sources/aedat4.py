@@ -10,7 +10,6 @@ from evapp.errors import InputError, with_reason
 from evapp.events import SensorGeometry
 from evapp.sources.aedat3 import Aedat3FormatError, labels_path_for, read_class_names, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
-from evapp.sources.isolation import FileReaderProcess, ReaderRefused
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0"  # the first bytes of every AEDAT4 file (iniVation's AEDAT 4.0 format)
 
@@ -104,14 +103,18 @@ class Aedat4Source(EventSource):
         if magic != AEDAT4_MAGIC:
             raise InputError(f"{self.path} is not an AEDAT4 recording (it does not start with the AEDAT4 "
                              f"header {AEDAT4_MAGIC.decode()!r}).")
+        from evapp.sources.isolation import ReaderRefused, file_reader
+
         try:  # in a child process: a corrupt file can hang or abort dv-processing (evapp.sources.isolation)
-            return FileReaderProcess(str(self.path))
+            return file_reader(str(self.path))
         except ReaderRefused as exc:
             raise InputError(with_reason(f"{self.path} is not a readable AEDAT4 recording", exc)) from None
 
     def _raw_batches(self):
         if self._reader is None:
             raise InputError(f"{self.path} was closed.")
+        from evapp.sources.isolation import ReaderRefused
+
         try:
             yield from self._reader.read(self.stream_name)
         except ReaderRefused as exc:

@@ -207,9 +207,13 @@ class IsolatedNetworkSource(LiveSource):
         """The recorder and the noise filter see stores, made from the batch exactly as it arrived."""
         if not self.store_hooks and self.store_filter is None:
             return batch
-        from evapp.sources.aedat4 import to_event_store
+        import dv_processing as dv
 
-        store = to_event_store(batch)
+        store = dv.EventStore()  # push_back: dv-processing has no numpy constructor (event-io.md 1.1)
+        push = store.push_back
+        for t, x, y, p in zip(batch["timestamp"].tolist(), batch["x"].tolist(), batch["y"].tolist(),
+                              batch["polarity"].astype(bool).tolist(), strict=True):
+            push(t, x, y, p)
         for hook in self.store_hooks:
             hook(store)
         if self.store_filter is not None:
@@ -367,3 +371,43 @@ class FileReaderProcess:
 
 class ReaderRefused(Exception):
     """dv-processing refused the file, with its message."""
+
+
+class InProcessFileReader:
+    """The same reader in this process, for a worker that may not start children (a daemonic pool worker framing
+    training trials: the user's own files)."""
+
+    def __init__(self, path: str):
+        import dv_processing as dv
+
+        try:
+            self._rec = dv.io.MonoCameraRecording(path)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ReaderRefused(str(exc)[:2000]) from None
+        rec = self._rec
+        self.streams = list(rec.getStreamNames())
+        self.event_streams = [s for s in self.streams if rec.isStreamOfEventType(s)]
+        self.resolutions = {s: rec.getEventResolution(s) for s in self.event_streams}
+        self.camera = rec.getCameraName()
+
+    def read(self, stream: str):
+        self._rec.resetSequentialRead()
+        while True:
+            try:
+                store = self._rec.getNextEventBatch(stream)
+            except (RuntimeError, ValueError) as exc:
+                raise ReaderRefused(str(exc)[:2000]) from None
+            if store is None:
+                return
+            if len(store):
+                yield store.numpy()
+
+    def kill(self) -> None:
+        self._rec = None
+
+
+def file_reader(path: str):
+    """A child process's reader, or this process's where it may not start one."""
+    if multiprocessing.current_process().daemon:
+        return InProcessFileReader(path)
+    return FileReaderProcess(path)
