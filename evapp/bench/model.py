@@ -185,7 +185,7 @@ def _neurobench(model, spec, policy: str, recording) -> dict:
     from ..engine.base import parse_policy
     from .neurobench import neurobench_metrics, recording_samples
 
-    samples, frame_rate = recording_samples(recording, spec, model.cfg.T, class_names=model.cfg.class_names)
+    samples, frame_rate = recording_samples(recording, spec, model.cfg.T)
     device = next(model.parameters()).device
     result = neurobench_metrics(model.cpu(), samples, execution_rate_hz=frame_rate * parse_policy(policy)[1],
                                 policy=policy, frames=f"{Path(recording).name}, N={spec.events_per_frame}")

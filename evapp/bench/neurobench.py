@@ -138,7 +138,7 @@ def neurobench_metrics(net: nn.Module, samples: torch.Tensor, *, execution_rate_
                             int(samples.shape[1]), int(samples.shape[0]), execution_rate_hz, policy, frames)
 
 
-def recording_samples(path, spec, frames_per_sample: int, max_samples: int = 11, class_names=None):
+def recording_samples(path, spec, frames_per_sample: int, max_samples: int = 11):
     """Samples of ``frames_per_sample`` consecutive frames binned from a labelled recording as the live binner
     bins it, one from the middle of each labelled gesture (at most ``max_samples``); and the stream's frame
     rate (frames per second of recording)."""

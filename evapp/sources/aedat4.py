@@ -10,20 +10,9 @@ from evapp.errors import InputError, with_reason
 from evapp.events import SensorGeometry
 from evapp.sources.aedat3 import Aedat3FormatError, labels_path_for, read_class_names, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
+from evapp.sources.stores import to_event_store  # noqa: F401 - imported from here by callers
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0"  # the first bytes of every AEDAT4 file (iniVation's AEDAT 4.0 format)
-
-
-def to_event_store(events: np.ndarray):
-    """A dv-processing EventStore holding ``events`` (push_back: dv has no numpy constructor)."""
-    import dv_processing as dv
-
-    store = dv.EventStore()
-    push = store.push_back
-    for t, x, y, p in zip(events["timestamp"].tolist(), events["x"].tolist(), events["y"].tolist(),
-                          events["polarity"].astype(bool).tolist(), strict=True):
-        push(t, x, y, p)
-    return store
 
 
 def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_name: str | None = None,

@@ -47,11 +47,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(spec: str, conn) -> None:
-    """The child: open the network stream, send its header, then every batch as raw bytes, until it ends."""
+def _child_setup() -> None:
+    """What every reader child does first: leave Ctrl-C to the parent, die with it, keep dv-processing's own
+    abort messages off the terminal (the parent puts them in words), cap its address space."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the child ends
     _die_with_parent()
-    try:  # dv-processing's own abort messages are the parent's to put in words, not the terminal's
+    try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     except OSError:
         pass
@@ -61,6 +62,11 @@ def _child_main(spec: str, conn) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
     except (ImportError, ValueError, OSError):
         pass
+
+
+def _child_main(spec: str, conn) -> None:
+    """The child: open the network stream, send its header, then every batch as raw bytes, until it ends."""
+    _child_setup()
     lock = threading.Lock()
 
     def send(kind: bytes, payload: bytes = b"") -> None:
@@ -207,19 +213,9 @@ class IsolatedNetworkSource(LiveSource):
         """The recorder and the noise filter see stores, made from the batch exactly as it arrived."""
         if not self.store_hooks and self.store_filter is None:
             return batch
-        import dv_processing as dv
+        from evapp.sources.stores import to_event_store
 
-        store = dv.EventStore()  # push_back: dv-processing has no numpy constructor (event-io.md 1.1)
-        push = store.push_back
-        for t, x, y, p in zip(batch["timestamp"].tolist(), batch["x"].tolist(), batch["y"].tolist(),
-                              batch["polarity"].astype(bool).tolist(), strict=True):
-            push(t, x, y, p)
-        for hook in self.store_hooks:
-            hook(store)
-        if self.store_filter is not None:
-            store = self.store_filter(store)
-            return store.numpy() if len(store) else None
-        return batch
+        return self._deliver(to_event_store(batch))
 
     def describe(self) -> str:
         return self.spec
@@ -252,15 +248,7 @@ _READ, _QUIT = b"R", b"Q"
 
 
 def _file_child_main(path: str, conn) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
-    except (ImportError, ValueError, OSError):
-        pass
+    _child_setup()
     import dv_processing as dv
 
     def send(kind: bytes, number: int, payload: bytes = b"") -> None:

@@ -1,0 +1,17 @@
+"""numpy events to dv-processing EventStores, for the writers and the hooks that take stores (the recorder)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_event_store(events: np.ndarray):
+    """A dv-processing EventStore holding ``events`` (push_back: dv has no numpy constructor)."""
+    import dv_processing as dv
+
+    store = dv.EventStore()
+    push = store.push_back
+    for t, x, y, p in zip(events["timestamp"].tolist(), events["x"].tolist(), events["y"].tolist(),
+                          events["polarity"].astype(bool).tolist(), strict=True):
+        push(t, x, y, p)
+    return store
