@@ -156,9 +156,11 @@ def onset_value(curve: dict, t_ms: int) -> float | None:
 
 
 def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelInterval], confirm: int = 3,
-                   num_classes: int = len(GESTURE_CLASSES), shown_classes: int | None = None) -> StreamMetrics:
+                   num_classes: int = len(GESTURE_CLASSES), shown_classes: int | None = None,
+                   class_names=GESTURE_CLASSES) -> StreamMetrics:
     """``num_classes``: the classes the labels' ids index (rows); ``shown_classes``: the model's (columns, then
-    idle; default the same). Labelled classes past the model's can never be named (``align_labels``)."""
+    idle; default the same). Labelled classes past the model's can never be named (``align_labels``).
+    ``class_names``: the names the labels' ids index (the model's, then unknown ones)."""
     shown_classes = num_classes if shown_classes is None else shown_classes
     frame_t = np.asarray(frame_t_us, dtype=np.int64)
     dec_t = np.asarray(decision_t_us, dtype=np.int64)
@@ -189,7 +191,7 @@ def stream_metrics(frame_t_us, decision_t_us, decision_cls, labels: list[LabelIn
     onsets = np.flatnonzero((dec_c != IDLE) & (dec_c != np.concatenate([[IDLE], dec_c[:-1]])))
     false_alarms = int((labels_at(dec_t[onsets], labels) == IDLE).sum()) if onsets.size else 0
     return StreamMetrics(accuracy, int(inside.sum()), gestures, false_alarms, confusion,
-                         onset={"all": onset_curve(labels, dec_t, dec_c)})
+                         list(class_names), onset_curves(labels, dec_t, dec_c, class_names))
 
 
 def confusion_png(metrics: StreamMetrics, path, title: str = "") -> None:
@@ -245,9 +247,7 @@ def evaluate_stream(pipeline, confirm: int = 3, name: str = "the recording") -> 
         raise InputError(f"{name} has no labels (expected {Path(name).stem}_labels.csv beside it).")
     labels, names = align_labels(source.labels, source.label_classes, pipeline.class_names)
     metrics = stream_metrics(frame_t, decision_t, decision_cls, labels, confirm=confirm, num_classes=len(names),
-                             shown_classes=len(pipeline.class_names))
-    metrics.class_names = list(names)
-    metrics.onset = onset_curves(labels, decision_t, decision_cls, names)
+                             shown_classes=len(pipeline.class_names), class_names=names)
     return StreamRun(metrics, len(frame_t), len(decision_t))
 
 

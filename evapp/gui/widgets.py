@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PyQt6.QtCore import QPoint, QRect, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
-from PyQt6.QtWidgets import QSizePolicy, QWidget
+from PyQt6.QtWidgets import QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from evapp.binning import Region
-from evapp.events import SensorGeometry
+from evapp.events import SensorGeometry, align_labels
 from evapp.gui.labelling import key_name
 
 ON_COLOUR = np.array([90, 170, 255], np.float32)  # ON events: blue
@@ -409,3 +409,31 @@ class Timeline(QWidget):
         painter.setPen(QPen(QColor(255, 255, 255), 2))
         painter.drawLine(int(x), 0, int(x), self.height())
         painter.end()
+
+
+def view_layout(view: EventView, bars: ProbabilityBars, timeline: Timeline) -> QVBoxLayout:
+    """The window's picture: the event view beside the class bars, the timeline below them."""
+    top = QHBoxLayout()
+    top.addWidget(view, 3)
+    top.addWidget(bars, 1)
+    layout = QVBoxLayout()
+    layout.addLayout(top, 1)
+    layout.addWidget(timeline)
+    return layout
+
+
+def show_decision(view: EventView, bars: ProbabilityBars, timeline: Timeline, prediction) -> None:
+    """A prediction drawn: the decided gesture and its confidence over the events, the bars, its timeline mark."""
+    decision = prediction.decision
+    view.label_text = f"{decision.class_name.replace('_', ' ')}  {decision.confidence:.2f}"
+    view.label_colour = class_colour(decision.class_id).lighter(120)
+    bars.set_probs(prediction.probs, decision.class_id)
+    timeline.add(prediction.recording_us, decision.class_id)
+
+
+def truth_labels(source, class_names) -> list:
+    """The recording's ground truth, numbered as the model numbers its classes (so a class has one colour)."""
+    classes = tuple(getattr(source, "label_classes", ()))
+    if not class_names or not classes or classes == tuple(class_names):
+        return list(source.labels)
+    return align_labels(source.labels, classes, class_names)[0]

@@ -17,14 +17,13 @@ from pathlib import Path
 
 from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QWidget
 
 from evapp.binning import default_region
 from evapp.errors import EvappError
-from evapp.events import align_labels
 from evapp.gui.controls import build_controls
 from evapp.gui.labelling import CLASS_KEYS, LabellingControl
-from evapp.gui.widgets import EventView, ProbabilityBars, Timeline, class_colour
+from evapp.gui.widgets import EventView, ProbabilityBars, Timeline, show_decision, truth_labels, view_layout
 from evapp.model_setup import ModelChoice, build_model_setup
 from evapp.pipeline import Prediction
 from evapp.pipeline.queues import LatestEvents
@@ -79,12 +78,7 @@ class MainWindow(QMainWindow):
 
         self.controls_row, self.model_row = build_controls(self)
         self.record_button.setChecked(self.recorder is not None)
-        top = QHBoxLayout()
-        top.addWidget(self.view, 3)
-        top.addWidget(self.bars, 1)
-        layout = QVBoxLayout()
-        layout.addLayout(top, 1)
-        layout.addWidget(self.timeline)
+        layout = view_layout(self.view, self.bars, self.timeline)
         layout.addLayout(self.controls_row)
         layout.addLayout(self.model_row)
         central = QWidget()
@@ -297,23 +291,15 @@ class MainWindow(QMainWindow):
         self._update_status()
 
     def _truth_labels(self) -> list:
-        """The recording's ground truth, numbered as the model numbers its classes (so a class has one colour)."""
-        source, names = self.pipeline.source, self.bars.names
-        classes = tuple(getattr(source, "label_classes", ()))
-        if not names or not classes or classes == names:
-            return list(source.labels)
-        return align_labels(source.labels, classes, names)[0]
+        return truth_labels(self.pipeline.source, self.bars.names)
 
     def _show_prediction(self, prediction: Prediction) -> None:
         self.last_prediction = prediction
         self.predictions_shown += 1
-        decision, answer = prediction.decision, prediction.answer
-        self.view.label_text = f"{decision.class_name.replace('_', ' ')}  {decision.confidence:.2f}"
-        self.view.label_colour = class_colour(decision.class_id).lighter(120)
+        answer = prediction.answer
+        show_decision(self.view, self.bars, self.timeline, prediction)
         self.view.detail_text = (f"raw: {answer.class_name.replace('_', ' ')} {answer.confidence:.2f}   "
                                  f"step {prediction.step_ms:.1f} ms")
-        self.bars.set_probs(prediction.probs, decision.class_id)
-        self.timeline.add(prediction.recording_us, decision.class_id)
 
     def _update_status(self) -> None:
         s = self.pipeline.stats()

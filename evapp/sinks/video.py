@@ -158,10 +158,9 @@ class _Panel:
 
     def __init__(self, pipeline, size: tuple[int, int], duration_us: int | None):
         from PyQt6.QtCore import Qt
-        from PyQt6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
+        from PyQt6.QtWidgets import QWidget
 
-        from evapp.events import align_labels
-        from evapp.gui.widgets import EventView, ProbabilityBars, Timeline
+        from evapp.gui.widgets import EventView, ProbabilityBars, Timeline, truth_labels, view_layout
 
         self.app = _qt_app()
         self.widget = QWidget()
@@ -174,17 +173,8 @@ class _Panel:
         self.bars.set_names(pipeline.class_names)
         self.timeline = Timeline()
         self.timeline.duration_us = duration_us
-        source = pipeline.source
-        classes = tuple(getattr(source, "label_classes", ()))
-        self._labels = lambda: (list(source.labels) if not classes or classes == pipeline.class_names
-                                else align_labels(source.labels, classes, pipeline.class_names)[0])
-        top = QHBoxLayout()
-        top.addWidget(self.view, 3)
-        top.addWidget(self.bars, 1)
-        layout = QVBoxLayout()
-        layout.addLayout(top, 1)
-        layout.addWidget(self.timeline)
-        self.widget.setLayout(layout)
+        self._labels = lambda: truth_labels(pipeline.source, pipeline.class_names)
+        self.widget.setLayout(view_layout(self.view, self.bars, self.timeline))
         # laid out at no less than the window's usual width, then scaled: a small video keeps the window's look
         scale = max(1.0, self.LAYOUT_WIDTH / size[0])
         self.widget.resize(round(size[0] * scale), round(size[1] * scale))
@@ -192,13 +182,9 @@ class _Panel:
         self.size = size
 
     def show(self, prediction) -> None:
-        from evapp.gui.widgets import class_colour
+        from evapp.gui.widgets import show_decision
 
-        decision = prediction.decision
-        self.view.label_text = f"{decision.class_name.replace('_', ' ')}  {decision.confidence:.2f}"
-        self.view.label_colour = class_colour(decision.class_id).lighter(120)
-        self.bars.set_probs(prediction.probs, decision.class_id)
-        self.timeline.add(prediction.recording_us, decision.class_id)
+        show_decision(self.view, self.bars, self.timeline, prediction)
 
     def paint(self, events: np.ndarray | None, at_us: int, caption: str) -> np.ndarray:
         from PyQt6.QtCore import Qt
