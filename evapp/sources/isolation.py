@@ -248,40 +248,33 @@ _READ, _QUIT = b"R", b"Q"
 
 
 def _file_child_main(path: str, conn) -> None:
+    """The child: the recording read by ``InProcessFileReader``, each pass's batches sent until it ends or the
+    parent asks for another pass (or to quit)."""
     _child_setup()
-    import dv_processing as dv
 
     def send(kind: bytes, number: int, payload: bytes = b"") -> None:
         conn.send_bytes(kind + number.to_bytes(4, "little") + payload)
 
     try:
-        rec = dv.io.MonoCameraRecording(path)
-        streams = list(rec.getStreamNames())
-        events = [s for s in streams if rec.isStreamOfEventType(s)]
-        resolutions = {s: rec.getEventResolution(s) for s in events}
-        send(_HELLO, 0, pickle.dumps((streams, events, {s: tuple(r) if r is not None else None
-                                                        for s, r in resolutions.items()}, rec.getCameraName())))
-    except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
-        send(_ERROR, 0, pickle.dumps(str(exc)[:2000] or type(exc).__name__))
+        reader = InProcessFileReader(path)
+    except ReaderRefused as exc:
+        send(_ERROR, 0, pickle.dumps(str(exc)))
         return
+    send(_HELLO, 0, pickle.dumps((reader.streams, reader.event_streams, reader.resolutions, reader.camera)))
     command = conn.recv_bytes()
     while command[:1] == _READ:
         number, stream = int.from_bytes(command[1:5], "little"), command[5:].decode()
         command = None
         try:
-            rec.resetSequentialRead()
-            while True:
+            for batch in reader.read(stream):
                 if conn.poll():  # a new pass, or quit: this one is abandoned
                     command = conn.recv_bytes()
                     break
-                store = rec.getNextEventBatch(stream)
-                if store is None:
-                    send(_END, number)
-                    break
-                if len(store):
-                    send(_BATCH, number, np.ascontiguousarray(store.numpy(), EVENT_DTYPE).tobytes())
-        except (RuntimeError, ValueError, MemoryError) as exc:
-            send(_ERROR, number, pickle.dumps(str(exc)[:2000] or type(exc).__name__))
+                send(_BATCH, number, np.ascontiguousarray(batch, EVENT_DTYPE).tobytes())
+            else:
+                send(_END, number)
+        except ReaderRefused as exc:
+            send(_ERROR, number, pickle.dumps(str(exc)))
         if command is None:
             command = conn.recv_bytes()
 
@@ -369,22 +362,22 @@ class InProcessFileReader:
         import dv_processing as dv
 
         try:
-            self._rec = dv.io.MonoCameraRecording(path)
-        except (RuntimeError, ValueError, IndexError) as exc:
-            raise ReaderRefused(str(exc)[:2000]) from None
-        rec = self._rec
-        self.streams = list(rec.getStreamNames())
-        self.event_streams = [s for s in self.streams if rec.isStreamOfEventType(s)]
-        self.resolutions = {s: rec.getEventResolution(s) for s in self.event_streams}
-        self.camera = rec.getCameraName()
+            self._rec = rec = dv.io.MonoCameraRecording(path)
+            self.streams = list(rec.getStreamNames())
+            self.event_streams = [s for s in self.streams if rec.isStreamOfEventType(s)]
+            self.resolutions = {s: None if (r := rec.getEventResolution(s)) is None else tuple(r)
+                                for s in self.event_streams}
+            self.camera = rec.getCameraName()
+        except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+            raise ReaderRefused(str(exc)[:2000] or type(exc).__name__) from None
 
     def read(self, stream: str):
         self._rec.resetSequentialRead()
         while True:
             try:
                 store = self._rec.getNextEventBatch(stream)
-            except (RuntimeError, ValueError) as exc:
-                raise ReaderRefused(str(exc)[:2000]) from None
+            except (RuntimeError, ValueError, MemoryError) as exc:
+                raise ReaderRefused(str(exc)[:2000] or type(exc).__name__) from None
             if store is None:
                 return
             if len(store):
