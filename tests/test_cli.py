@@ -82,8 +82,8 @@ def make_bad_inputs(tmp_path):
     good = tmp_path / "good.aedat4"
     write_aedat4(good, random_stream(30_000, 640, 480), DVX)
     data = good.read_bytes()
-    (tmp_path / "truncated.aedat4").write_bytes(data[: len(data) // 2])
-    bad["truncated aedat4"] = (str(tmp_path / "truncated.aedat4"), "not a readable AEDAT4 recording")
+    (tmp_path / "truncated.aedat4").write_bytes(data[:3000])  # inside its first packet
+    bad["truncated aedat4"] = (str(tmp_path / "truncated.aedat4"), "holds no readable events: it was cut off")
     corrupt = bytearray(data)
     corrupt[:64] = b"\x00" * 64
     (tmp_path / "corrupt.aedat4").write_bytes(bytes(corrupt))

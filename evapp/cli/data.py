@@ -37,6 +37,8 @@ def info(file: str, as_json: bool) -> None:
         "mean_rate_ev_per_s": meta.mean_rate,
         "other_streams": meta.other_streams,
         "labels": len(meta.labels),
+        "packets_skipped": meta.packets_skipped,
+        "readable_end": meta.readable_end,
     }
     if as_json:
         print_json(record)
@@ -53,6 +55,12 @@ def info(file: str, as_json: bool) -> None:
         f"streams     {', '.join(meta.other_streams) if meta.other_streams else 'events only'}",
         f"labels      {len(meta.labels)} gesture intervals" if meta.labels else "labels      none",
     ]
+    if meta.packets_skipped:
+        n = meta.packets_skipped
+        lines.append(f"skipped     {n:,} packet{'' if n == 1 else 's'} that did not decode (the events above are the "
+                     "rest)")
+    if meta.readable_end:
+        lines.append(f"readable    only the events above: {meta.readable_end}")
     click.echo("\n".join(lines))
 
 

@@ -89,6 +89,8 @@ class Summary:
     throughput: dict | None = None  # a replay as fast as possible: x real time and answers per second
     events_over_rate_cap: int | None = None  # where frames may drop: events thinned away by the rate cap
     events_time_clamped: int | None = None  # events stamped before the event before them, kept at its time
+    packets_skipped: int | None = None  # a file's packets that did not decode
+    readable_end: str | None = None  # why a file's readable part ended before the file
     events_dropped_behind: int | None = None  # live: events dropped while the backlog was over its bound
     max_behind_s: float | None = None  # live: the largest backlog before the pipeline
 
@@ -100,7 +102,8 @@ class Summary:
         if self.throughput is None:
             out["latency_ms"] = {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}
         for key in ("events_over_rate_cap", "events_dropped_behind", "max_behind_s", "events_time_clamped",
-                    "throughput", "reconnects", "recorded_events", "recording", "policy_changes"):
+                    "packets_skipped", "readable_end", "throughput", "reconnects", "recorded_events", "recording",
+                    "policy_changes"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -127,6 +130,8 @@ def summary_of(pipeline, **live) -> Summary:
                    throughput=throughput_of(pipeline) if fastest else None,
                    events_over_rate_cap=cap.dropped if cap.active else None,
                    events_time_clamped=getattr(pipeline.source, "events_time_clamped", 0) or None,
+                   packets_skipped=getattr(pipeline.source, "packets_skipped", 0) or None,
+                   readable_end=getattr(pipeline.source, "readable_end", None),
                    events_dropped_behind=behind.events_dropped if behind else None,
                    max_behind_s=round(behind.max_behind_s, 3) if behind else None, **live)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from evapp.events import SensorGeometry
 from evapp.sources.aedat3 import Aedat3FormatError, labels_path_for, read_class_names, read_labels_csv
 from evapp.sources.base import EventSource, SourceInfo
 from evapp.sources.stores import to_event_store  # noqa: F401 - imported from here by callers
+
+log = logging.getLogger(__name__)
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0"  # the first bytes of every AEDAT4 file (iniVation's AEDAT 4.0 format)
 
@@ -99,13 +102,33 @@ class Aedat4Source(EventSource):
         except ReaderRefused as exc:
             raise InputError(with_reason(f"{self.path} is not a readable AEDAT4 recording", exc)) from None
 
+    packets_skipped = 0  # packets that did not decode, skipped
+    readable_end: str | None = None  # why the readable part ends before the file does, in words
+
     def _raw_batches(self):
         if self._reader is None:
             raise InputError(f"{self.path} was closed.")
-        from evapp.sources.isolation import ReaderRefused
+        from evapp.sources.isolation import ReaderRefused, ReadGap
 
+        self.packets_skipped, self.readable_end = 0, None
+        count = first = last = 0
         try:
-            yield from self._reader.read(self.stream_name)
+            for batch in self._reader.read(self.stream_name):
+                if not isinstance(batch, ReadGap):
+                    first = first if count else int(batch["timestamp"][0])
+                    count, last = count + batch.shape[0], int(batch["timestamp"][-1])
+                    yield batch
+                elif batch.kind == "undecodable":
+                    if not self.packets_skipped:
+                        log.warning("%s: a packet that does not decode (%s) was skipped; skipped packets are "
+                                    "counted (packets_skipped)", self.path, batch.reason)
+                    self.packets_skipped += 1
+                else:
+                    self.readable_end = _in_words(batch.reason)
+                    if not count:
+                        raise InputError(f"{self.path} holds no readable events: {self.readable_end}.")
+                    log.warning("%s is not whole: %s; read its first %s events (%.3f s)", self.path,
+                                self.readable_end, f"{count:,}", (last - first) / 1e6)
         except ReaderRefused as exc:
             raise InputError(with_reason(f"{self.path} is corrupted or truncated", exc)) from None
 
@@ -131,9 +154,8 @@ class Aedat4Source(EventSource):
         count, first, last = self._count_span()
         if self._labels_file is not None:
             self.labels = self._read_labels(first)
-        return SourceInfo(
-            str(self.path), self.format_name, self.geometry, last - first, count, self._other_streams, self.labels
-        )
+        return SourceInfo(str(self.path), self.format_name, self.geometry, last - first, count, self._other_streams,
+                          self.labels, self.packets_skipped, self.readable_end)
 
     def describe(self) -> str:
         return str(self.path)
@@ -142,3 +164,10 @@ class Aedat4Source(EventSource):
         if self._reader is not None:
             self._reader.kill()
             self._reader = None
+
+
+def _in_words(reason: str) -> str:
+    """Why a recording's readable part ends, from the decoder's or dv-processing's message."""
+    if "fill whole buffer" in reason or "FileDataTable" in reason:
+        return "it was cut off (a recording never finalised, or a copy that did not finish)"
+    return f"nothing decodes after this point ({reason})"

@@ -33,6 +33,8 @@ class SourceInfo:
     event_count: int | None = None
     other_streams: list[str] = field(default_factory=list)
     labels: list[LabelInterval] = field(default_factory=list)
+    packets_skipped: int = 0  # packets that did not decode
+    readable_end: str | None = None  # why the readable part ends before the file does
 
     @property
     def mean_rate(self) -> float | None:
