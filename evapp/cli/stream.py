@@ -143,7 +143,8 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
                 if recorder is not None:
                     recorder.close()
             recording = {} if recorder is None else {"recorded_events": recorder.events,
-                                                     "recording": str(recorder.path)}
+                                                     "recording": str(recorder.path),
+                                                     "recording_stopped": recorder.stopped_because}
             if headless:
                 print_json(pipeline.summary(reconnects=source.reconnects, **recording).to_json())
     finally:

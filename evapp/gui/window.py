@@ -314,7 +314,9 @@ class MainWindow(QMainWindow):
         if self.pipeline.model.engine is not None:  # --policy auto changes it while running
             self.policy = self.pipeline.model.policy_text
         parts.append(f"model {self.model_name or 'none'} ({self.engine_kind}, {self.policy}, {self.device})")
-        if self.recorder is not None:  # first: what is being recorded and labelled must stay in view
+        if self.recorder is not None and self.recorder.stopped_because:
+            parts[:0] = [f"recording STOPPED ({self.recorder.stopped_because}): {self.recorder.events:,} events kept"]
+        elif self.recorder is not None:  # first: what is being recorded and labelled must stay in view
             parts[:0] = [f"REC {self.recorder.events:,} events"] + [t for t in [self.labelling.status_text()] if t]
         if self.pipeline.paused:
             parts.append("paused")

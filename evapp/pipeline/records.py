@@ -85,6 +85,7 @@ class Summary:
     reconnects: int | None = None  # live sources only
     recorded_events: int | None = None  # with a recording
     recording: str | None = None
+    recording_stopped: str | None = None  # why the recording stopped before the stream did
     policy_changes: list | None = None  # under --policy auto: [{"t_us", "policy"}, ...]
     throughput: dict | None = None  # a replay as fast as possible: x real time and answers per second
     events_over_rate_cap: int | None = None  # where frames may drop: events thinned away by the rate cap
@@ -103,7 +104,7 @@ class Summary:
             out["latency_ms"] = {"median": _round(self.latency_median_ms, 3), "p99": _round(self.latency_p99_ms, 3)}
         for key in ("events_over_rate_cap", "events_dropped_behind", "max_behind_s", "events_time_clamped",
                     "packets_skipped", "readable_end", "throughput", "reconnects", "recorded_events", "recording",
-                    "policy_changes"):
+                    "recording_stopped", "policy_changes"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out

@@ -10,6 +10,7 @@ and a lost source all leave a complete file.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -19,9 +20,19 @@ from evapp.events import SensorGeometry
 
 log = logging.getLogger(__name__)
 
+# Free space a recording leaves on its disk: enough for the writer to finalise the file (its last packets and
+# its packet index) after recording stops. dv-processing's writer aborts the process when a write fails.
+DISK_RESERVE_BYTES = 32 << 20
+
+
+def free_bytes(folder: Path) -> int:
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
+
 
 def check_record_path(path: str | Path, force: bool) -> Path:
-    """Refuse a wrong extension, a missing folder, or an existing file without ``force``."""
+    """Refuse a wrong extension, a missing folder, an existing file without ``force``, a folder that takes no file
+    or a disk too full to record on."""
     path = Path(path)
     if path.suffix != ".aedat4":
         raise InputError(f"{path} should end in lower-case .aedat4 (recordings are AEDAT4 files, and dv-processing "
@@ -37,6 +48,9 @@ def check_record_path(path: str | Path, force: bool) -> Path:
             pass
     except OSError as exc:
         raise InputError(f"Cannot write into {path.parent} ({exc.strerror or exc}).") from None
+    if (free := free_bytes(path.parent)) < 2 * DISK_RESERVE_BYTES:
+        raise InputError(f"The disk of {path.parent} has {free >> 20} MiB free; a recording needs more than "
+                         f"{2 * DISK_RESERVE_BYTES >> 20} MiB.")
     return path
 
 
@@ -56,6 +70,7 @@ class AedatRecorder:
         self._last_t: int | None = None
         self._shift = 0  # added after a reconnect whose clock went backwards (the writer needs monotonic time)
         self.events = 0
+        self.stopped_because: str | None = None  # why recording stopped before the end (the disk filled up)
 
     @property
     def closed(self) -> bool:
@@ -76,9 +91,20 @@ class AedatRecorder:
                             "to stay monotonic", self._shift)
             if self._shift:
                 store = self._shifted(store)
+            if (free := free_bytes(self.path.parent)) < DISK_RESERVE_BYTES:
+                self._stop(f"its disk has only {free >> 20} MiB free")
+                return
             self._writer.writeEvents(store)
             self.events += len(store)
             self._last_t = store.getHighestTime()
+
+    def _stop(self, because: str) -> None:
+        """Stop recording (the lock held): the file is finalised with what it holds, and the stream goes on."""
+        writer, self._writer = self._writer, None
+        del writer
+        self.stopped_because = because
+        log.warning("recording stopped: %s; %s holds the %s events recorded until then, finalised", because,
+                    self.path, f"{self.events:,}")
 
     __call__ = write_store  # so the recorder itself is a store hook
 
