@@ -119,6 +119,58 @@ def test_record_every_event_across_a_server_kill_and_reconnect_then_ctrl_c(tmp_p
     assert "lost tcp://" in log_path.read_text()
 
 
+def test_a_server_that_restarts_its_clock_from_zero_continues_the_stream_clock(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "live.err"
+    first = start_server(port, 60_000, seed=1, rate=200_000)
+    live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--headless", "--frames", "-N", "5000",
+                      stderr_path=log_path)
+    second = None
+    try:
+        wait_line(first, "sent")
+        time.sleep(0.5)
+        first.kill()
+        first.wait(10)
+        wait_for(lambda: "reconnecting" in log_path.read_text(), what="the reconnect message")
+        second = start_server(port, 40_000, seed=2, rate=200_000)  # the same clock as the first: from its start
+        wait_line(second, "sent")
+        wait_for(lambda: "reconnected" in log_path.read_text(), what="the reconnection")
+        time.sleep(1.0)
+        live.send_signal(signal.SIGINT)
+        out, _ = live.communicate(timeout=30)
+    finally:
+        for proc in (first, second, live):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    summary, lines = last_json(out)
+    times = [r["t_us"] for r in lines if r["type"] == "frame"]
+    assert live.returncode == 130 and summary["reconnects"] == 1 and summary["events_total"] == 100_000
+    assert len(times) > 10 and times == sorted(times)  # never back in time
+    assert max(b - a for a, b in zip(times[:-1], times[1:], strict=True)) > 500_000  # the time away is a gap
+    assert "events_time_clamped" not in summary and "came back with its clock" in log_path.read_text()
+
+
+def test_a_run_that_ends_while_its_stream_is_away_is_exit_code_3(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "live.err"
+    server = start_server(port, 20_000, seed=1, rate=200_000)
+    live = start_live("--camera", f"tcp://127.0.0.1:{port}", "--headless", "--duration", "3", "-N", "5000",
+                      stderr_path=log_path)
+    try:
+        wait_line(server, "sent")
+        time.sleep(0.5)
+        server.kill()
+        out, _ = live.communicate(timeout=30)
+    finally:
+        for proc in (server, live):
+            if proc.poll() is None:
+                proc.kill()
+    summary, _ = last_json(out)
+    errors = [line for line in log_path.read_text().splitlines() if line.startswith("evapp: error:")]
+    assert live.returncode == 3 and summary["events_total"] == 20_000, log_path.read_text()
+    assert len(errors) == 1 and "was lost" in errors[0] and "had not come back when the run ended" in errors[0]
+
+
 def test_record_refuses_to_overwrite_without_force(tmp_path, capsys):
     existing = tmp_path / "old.aedat4"
     existing.write_bytes(b"precious")

@@ -17,7 +17,7 @@ from evapp.cli.options import (
     region_option,
     with_frames,
 )
-from evapp.errors import InputError
+from evapp.errors import InputError, SourceLost
 from evapp.sinks.jsonl import print_json
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,8 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
                                                      "recording_stopped": recorder.stopped_because}
             if headless:
                 print_json(pipeline.summary(reconnects=source.reconnects, **recording).to_json())
+            if source.lost and not stop:
+                raise SourceLost(f"{source.lost}, and had not come back when the run ended.")
     finally:
         if recorder is not None:
             recorder.close()

@@ -61,6 +61,10 @@ class ReconnectingSource(LiveSource):
         self.format_name = self._inner.format_name
         self.status = ""  # what the window's status line shows ("" while streaming normally)
         self.reconnects = 0
+        self.lost: str | None = None  # while the stream is away: since when (s into the run) and why, in words
+        self._last_t: int | None = None  # the newest event time delivered, on the delivered clock
+        self._lost_at = 0.0  # time.monotonic() when the stream was lost
+        self._started = time.monotonic()
 
     def _attach(self, inner: LiveSource) -> None:
         inner.store_hooks = self.store_hooks
@@ -87,18 +91,40 @@ class ReconnectingSource(LiveSource):
                 log.warning("reconnected to %s after %d attempt(s)", self.spec, attempt)
                 self._inner, self.status, attempt = inner, "", 0
                 self.reconnects += 1
+                self.lost = None
             self._attach(self._inner)
             try:
-                yield from self._inner._raw_batches()
+                yield from self._continuing_clock(self._inner._raw_batches())
                 reason = "the stream ended"
             except SourceLost as exc:
-                reason = str(exc)
+                reason = str(exc).rstrip(".")
             if self._stop_requested:
                 return
             log.warning("lost %s (%s); reconnecting with back-off", self.spec, reason)
+            self._lost_at = time.monotonic()
+            self.lost = f"{self.spec} was lost {self._lost_at - self._started:.1f} s into the run ({reason})"
             self.status = f"lost {self.spec}; reconnecting"
             self._inner.close()
             self._inner = None
+
+    def _continuing_clock(self, batches):
+        """A stream that comes back with its clock behind the last event delivered (a camera or server that
+        started again) is shifted to go on from there, plus the time it was away: times never jump back, and the
+        decoder sees the gap as the pause it was."""
+        shift = None
+        for batch in batches:
+            if shift is None:
+                first = int(batch["timestamp"][0])
+                shift = 0
+                if self._last_t is not None and first < self._last_t:
+                    shift = self._last_t + int((time.monotonic() - self._lost_at) * 1e6) - first
+                    log.warning("%s came back with its clock %.1f s behind; its times go on from the last event's",
+                                self.spec, (self._last_t - first) / 1e6)
+            if shift:
+                batch = batch.copy()
+                batch["timestamp"] += shift
+            self._last_t = int(batch["timestamp"][-1])
+            yield batch
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep, waking early when stopped; True when stopped."""
