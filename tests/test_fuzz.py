@@ -63,12 +63,17 @@ def originals(tmp_path_factory):
     small = random_stream(60_000, 128, 128, seed=2)
     write_aedat3(folder / "take.aedat", small)
     np.save(folder / "take.npy", np.stack([small["x"], small["y"], small["polarity"], small["timestamp"] / 1000.0], 1))
+    raw = np.zeros(small.shape[0], dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
+    raw["t"], raw["x"], raw["y"], raw["p"] = small["timestamp"], small["x"], small["y"], small["polarity"]
+    from expelliarmus import Wizard
+
+    Wizard(encoding="evt3").save(folder / "take.raw", raw)
     write_labels_csv(folder / "labels.csv", [LabelInterval(i % 11, 100_000 * i, 100_000 * i + 50_000)
                                              for i in range(8)], t0_us=int(small["timestamp"][0]))
     return folder
 
 
-@pytest.mark.parametrize("suffix", [".aedat4", ".aedat", ".npy"])
+@pytest.mark.parametrize("suffix", [".aedat4", ".aedat", ".npy", ".raw"])
 @pytest.mark.parametrize("how", ["flips", "truncated", "stretch"])
 def test_a_corrupt_recording_ends_cleanly(originals, tmp_path, suffix, how, capsys):
     rng = np.random.default_rng(zlib.crc32(f"{suffix} {how} {SEED}".encode()))
