@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 
@@ -112,6 +113,24 @@ class DecoderSettings:
     # the training streams' motion floor (``MotionFloor``); a stream with a lower floor scales the idle threshold
     # down by the ratio (0 = the absolute threshold everywhere)
     idle_floor_fps: float = 0.0
+
+    # what a model's stored settings may hold (the same ranges as the command-line options)
+    BOUNDS: ClassVar[dict] = {"smoothing": (int, 1, 10_000), "threshold": (float, 0.0, 1.0), "hold": (int, 1, 10_000),
+                              "idle_below_fps": (float, 0.0, 1e6), "idle_floor_fps": (float, 0.0, 1e6)}
+
+    @classmethod
+    def problem(cls, data) -> str | None:
+        """What is wrong with a model's stored decoder settings, in words; None when they are usable."""
+        if not isinstance(data, dict):
+            return f"decoder settings are a JSON {type(data).__name__}, not an object"
+        for name, value in data.items():
+            if name not in cls.BOUNDS:
+                continue
+            kind, low, high = cls.BOUNDS[name]
+            number = isinstance(value, int) if kind is int else isinstance(value, int | float)
+            if isinstance(value, bool) or not number or not low <= value <= high:  # NaN fails the range too
+                return f"decoder {name} {value!r} is not a {'whole ' if kind is int else ''}number in {low:g}..{high:g}"
+        return None
 
     @classmethod
     def from_dict(cls, data: dict | None) -> DecoderSettings:

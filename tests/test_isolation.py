@@ -83,6 +83,44 @@ def turns_to_garbage(upstream_port: int, valid_bytes: int):
     return behaviour
 
 
+def claims_a_huge_packet(upstream_port: int, valid_packets: int):
+    """Forward the real server's stream header and first packets (the network framing: an int32 header size and
+    the header, then per packet an int32 stream id and an int32 size), then a packet header that claims 2 GiB."""
+
+    def behaviour(client):
+        upstream = socket.create_connection(("127.0.0.1", upstream_port))
+        stream = upstream.makefile("rb")
+        header = stream.read(4)
+        client.sendall(header + stream.read(int.from_bytes(header, "little")))
+        for _ in range(valid_packets):
+            framing = stream.read(8)
+            client.sendall(framing + stream.read(int.from_bytes(framing[4:], "little")))
+        client.sendall((0).to_bytes(4, "little") + (0x7FFFFFF0).to_bytes(4, "little"))
+        garbage(client)
+
+    return behaviour
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of ``pid`` and of its children (the reader child), in kB."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total = max(total, int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
 def evapp_live(*args, err_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "evapp", "live", "--headless", "--no-model", *args],
@@ -186,3 +224,31 @@ def test_bench_live_reader_compares_the_child_with_the_in_process_reader(capfd):
     assert main(["bench", "live", "reader", "--events", "40000", "--rounds", "1", "--json"]) == 0
     rows = json.loads(capfd.readouterr().out)["reader"]
     assert [r["reader"] for r in rows] == ["in process", "child process"] and all(r["mev_per_s"] > 0 for r in rows)
+
+
+def test_a_packet_claiming_2_gib_costs_a_bounded_reader_and_keeps_the_recording(tmp_path):
+    upstream = free_port()
+    server = start_server(upstream, 400_000, seed=3, rate=100_000, batch=5000, paced=True)
+    peer = Peer(claims_a_huge_packet(upstream, valid_packets=4))
+    rec, err_path = tmp_path / "take.aedat4", tmp_path / "err"
+    try:
+        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--record", str(rec), "-N", "2000",
+                          err_path=err_path)
+        peak_kb, deadline = 0, time.monotonic() + 30
+        while time.monotonic() < deadline and "lost tcp://" not in err_path.read_text():
+            peak_kb = max(peak_kb, rss_kb(live.pid))  # the largest process: evapp or its reader child
+            time.sleep(0.05)
+        took = interrupt(live, 0.5)
+        out = live.stdout.read()
+    finally:
+        server.kill()
+        peer.close()
+    assert "lost tcp://" in err_path.read_text(), err_path.read_text()
+    assert live.returncode == 130 and took < 2.0, err_path.read_text()
+    assert peak_kb < 1_000_000, peak_kb  # neither process came near the 2 GiB the packet claimed
+    print(f"peak resident memory of evapp or its reader: {peak_kb / 1024:.0f} MiB")
+    summary = json_lines(out)[-1]
+    # every event evapp received is in the file, finalised: of the four valid packets, those the reader handed
+    # over before it met the claim (dv-processing parses ahead, so the last may die with it)
+    assert count_events(rec) == summary["recorded_events"] >= summary["events_total"]
+    assert summary["recorded_events"] in (15_000, 20_000)

@@ -29,11 +29,13 @@ def one_sentence(capsys) -> str:
 
 
 @pytest.mark.parametrize("option", [["--start", "nan"], ["--start", "1e308"], ["--threshold", "inf"],
-                                    ["--speed", "inf"], ["--speed", "nan"], ["--max-rate", "-inf"]])
+                                    ["--speed", "inf"], ["--speed", "nan"], ["--max-rate", "-inf"],
+                                    ["--smoothing", "1e20"], ["--start", "inf"]])
 def test_non_finite_numbers_are_refused_by_the_option_parser(recording, option, capsys):
     assert main(["replay", str(recording), "--headless", "--no-model", *option]) == 2
     sentence = one_sentence(capsys)
-    assert f"Invalid value for '{option[0]}'" in sentence and ("finite" in sentence or "not in the range" in sentence)
+    assert f"Invalid value for '{option[0]}'" in sentence and any(
+        phrase in sentence for phrase in ("finite", "not in the range", "is not a valid integer"))
 
 
 @pytest.mark.parametrize("device", ["meta", "cuda:x", "banana"])
@@ -53,6 +55,15 @@ def test_one_labels_reader_checks_encoding_classes_and_times(recording, rows, ph
     recording.with_name("take_labels.csv").write_bytes(rows)
     assert main(["info", str(recording)]) == 2
     assert phrase in one_sentence(capsys)
+
+
+def test_a_labels_row_that_ends_before_it_starts_is_dropped_with_one_warning(recording, capsys):
+    recording.with_name("take_labels.csv").write_bytes(b"class,startTime_usec,endTime_usec\n3,5000,2000\n"
+                                                       b"4,6000,9000\n")
+    assert main(["info", str(recording)]) == 0
+    captured = capsys.readouterr()
+    assert "labels      1 gesture intervals" in captured.out
+    assert captured.err.strip() == "evapp: WARNING: take_labels.csv: row 2 (class 3) ends before it starts, dropped"
 
 
 def test_an_os_error_is_one_sentence(recording, tmp_path, capsys):
@@ -87,6 +98,7 @@ BROKEN = {
                "events_per_frame 0 is outside"),
     "n-disagrees": (lambda d: {**d, "preprocessing": {**d["preprocessing"], "events_per_frame": 500}},
                     "disagree on T, input size, classes or events per frame"),
+    "word-threshold": (lambda d: {**d, "decoder": {**d["decoder"], "threshold": "high"}}, "threshold"),
     "nan-density": (lambda d: {**d, "preprocessing": {**d["preprocessing"], "reference_px_per_input_px": "nan"}},
                     "reference_px_per_input_px nan is not a positive number"),
 }

@@ -119,7 +119,9 @@ def read_artifact(folder: str | Path) -> Artifact:
         raise InputError(f"{folder} is not a model artifact (no config.json).") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} is not a valid evapp model config ({exc}).") from None
-    problem = out_of_bounds(cfg, pre)
+    from evapp.decoder import DecoderSettings
+
+    problem = out_of_bounds(cfg, pre) or DecoderSettings.problem(data.get("decoder", {}))
     if problem:
         raise InputError(f"{path} is not a usable evapp model config: {problem}.")
     if cfg.name not in list_models():

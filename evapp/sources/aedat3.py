@@ -190,7 +190,8 @@ def disjoint_intervals(rows: list[tuple[int, LabelInterval]]) -> tuple[list[Labe
             notes.append(f"row {row} (class {lab.class_id + 1}) ends {(lab.end_us - end) / 1e3:,.1f} ms after the "
                          f"next interval starts (row {ordered[i + 1][0]}), clipped to that start")
         if end <= lab.start_us:
-            notes.append(f"row {row} (class {lab.class_id + 1}) is empty, dropped")
+            notes.append(f"row {row} (class {lab.class_id + 1}) "
+                         f"{'ends before it starts' if lab.end_us < lab.start_us else 'is empty'}, dropped")
             continue
         out.append(LabelInterval(lab.class_id, lab.start_us, end))
     return out, notes
