@@ -95,7 +95,8 @@ class Aedat4Source(EventSource):
         if magic != AEDAT4_MAGIC:
             raise InputError(f"{self.path} is not an AEDAT4 recording (it does not start with the AEDAT4 "
                              f"header {AEDAT4_MAGIC.decode()!r}).")
-        from evapp.sources.isolation import ReaderRefused, file_reader
+        from evapp.sources.aedat4_packets import ReaderRefused
+        from evapp.sources.isolation import file_reader
 
         try:  # in a child process: a corrupt file can hang or abort dv-processing (evapp.sources.isolation)
             return file_reader(str(self.path))
@@ -108,7 +109,7 @@ class Aedat4Source(EventSource):
     def _raw_batches(self):
         if self._reader is None:
             raise InputError(f"{self.path} was closed.")
-        from evapp.sources.isolation import ReaderRefused, ReadGap
+        from evapp.sources.aedat4_packets import ReaderRefused, ReadGap
 
         self.packets_skipped, self.readable_end = 0, None
         count = first = last = 0
