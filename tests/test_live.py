@@ -146,7 +146,7 @@ def test_a_server_that_restarts_its_clock_from_zero_continues_the_stream_clock(t
     times = [r["t_us"] for r in lines if r["type"] == "frame"]
     assert live.returncode == 130 and summary["reconnects"] == 1 and summary["events_total"] == 100_000
     assert len(times) > 10 and times == sorted(times)  # never back in time
-    assert max(b - a for a, b in zip(times[:-1], times[1:], strict=True)) > 500_000  # the time away is a gap
+    assert max(b - a for a, b in zip(times[:-1], times[1:], strict=True)) > 150_000  # the time away (>= 0.2 s) is a gap
     assert "events_time_clamped" not in summary and "came back with its clock" in log_path.read_text()
 
 
