@@ -12,7 +12,7 @@ import pytest
 from evapp.sinks.recorder import DISK_RESERVE_BYTES, free_bytes
 from evapp.testing import free_port, start_server
 from tests.conftest import json_lines
-from tests.test_isolation import evapp_live, interrupt
+from tests.test_isolation import evapp_live, interrupt, recording_live, wait_until
 from tests.test_live import count_events
 
 
@@ -33,15 +33,11 @@ def test_a_disk_that_fills_up_stops_the_recording_finalised(small_disk, tmp_path
     server = start_server(port, 3_000_000, seed=6, rate=100_000, batch=5000, paced=True)
     rec, err_path = small_disk / "take.aedat4", tmp_path / "err"
     try:
-        live = evapp_live("--camera", f"tcp://127.0.0.1:{port}", "--record", str(rec), "-N", "2000",
-                          err_path=err_path)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not rec.exists() or rec.stat().st_size < 200_000):
-            time.sleep(0.1)
+        live = recording_live(port, rec, err_path)
+        wait_until(lambda: rec.exists() and rec.stat().st_size >= 200_000)
         with open(small_disk / "ballast", "wb") as ballast:  # another program fills the disk
             ballast.write(bytes(free_bytes(small_disk) - DISK_RESERVE_BYTES // 2))
-        while time.monotonic() < deadline and "recording stopped" not in err_path.read_text():
-            time.sleep(0.1)
+        wait_until(lambda: "recording stopped" in err_path.read_text())
         time.sleep(1.0)  # the stream goes on
         took = interrupt(live, 0.0)
         out = live.stdout.read()

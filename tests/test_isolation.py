@@ -127,6 +127,19 @@ def evapp_live(*args, err_path):
                             stdout=subprocess.PIPE, stderr=open(err_path, "w"), text=True, env=env, cwd=ROOT)
 
 
+def recording_live(port: int, rec, err_path):
+    """`evapp live --record REC` from tcp://127.0.0.1:PORT (frames of 2000 events, no model)."""
+    return evapp_live("--camera", f"tcp://127.0.0.1:{port}", "--record", str(rec), "-N", "2000", err_path=err_path)
+
+
+def wait_until(condition, timeout_s: float = 30.0, every_s: float = 0.1, each=lambda: None) -> None:
+    """Poll ``condition`` (calling ``each`` at every poll) until it holds or ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not condition():
+        each()
+        time.sleep(every_s)
+
+
 def interrupt(proc, after_s: float) -> float:
     """SIGINT after ``after_s``; the seconds until the process ended."""
     time.sleep(after_s)
@@ -197,13 +210,9 @@ def test_a_stream_that_turns_to_garbage_keeps_every_received_event_recorded(tmp_
     peer = Peer(turns_to_garbage(upstream, valid_bytes=400_000))
     rec, err_path = tmp_path / "take.aedat4", tmp_path / "err"
     try:
-        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--record", str(rec), "-N", "2000",
-                          err_path=err_path)
-        deadline = time.monotonic() + 30
-        log = ""
-        while time.monotonic() < deadline and "lost tcp://" not in log:
-            time.sleep(0.1)
-            log = err_path.read_text()
+        live = recording_live(peer.port, rec, err_path)
+        wait_until(lambda: "lost tcp://" in err_path.read_text())
+        log = err_path.read_text()
         took = interrupt(live, 0.5)  # now reconnecting to the peer, whose stream turns to garbage again
         out = live.stdout.read()
     finally:
@@ -232,12 +241,11 @@ def test_a_packet_claiming_2_gib_costs_a_bounded_reader_and_keeps_the_recording(
     peer = Peer(claims_a_huge_packet(upstream, valid_packets=4))
     rec, err_path = tmp_path / "take.aedat4", tmp_path / "err"
     try:
-        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--record", str(rec), "-N", "2000",
-                          err_path=err_path)
-        peak_kb, deadline = 0, time.monotonic() + 30
-        while time.monotonic() < deadline and "lost tcp://" not in err_path.read_text():
-            peak_kb = max(peak_kb, rss_kb(live.pid))  # the largest process: evapp or its reader child
-            time.sleep(0.05)
+        live = recording_live(peer.port, rec, err_path)
+        peak = [0]  # the largest process: evapp or its reader child
+        wait_until(lambda: "lost tcp://" in err_path.read_text(), every_s=0.05,
+                   each=lambda: peak.__setitem__(0, max(peak[0], rss_kb(live.pid))))
+        peak_kb = peak[0]
         took = interrupt(live, 0.5)
         out = live.stdout.read()
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from evapp.sources import open_source
 from evapp.sources.aedat4 import write_aedat4
 from evapp.testing import free_port, random_stream, start_server
 from tests.conftest import DVX
-from tests.test_isolation import evapp_live
+from tests.test_isolation import recording_live, wait_until
 
 PACKET = 10_000  # events per writeEvents call, and so per packet
 
@@ -129,11 +128,8 @@ def test_a_recording_whose_recorder_was_killed_replays_what_it_had_written(tmp_p
     server = start_server(port, 400_000, seed=5, rate=100_000, batch=5000, paced=True)
     rec, err_path = tmp_path / "killed.aedat4", tmp_path / "err"
     try:
-        live = evapp_live("--camera", f"tcp://127.0.0.1:{port}", "--record", str(rec), "-N", "2000",
-                          err_path=err_path)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not rec.exists() or rec.stat().st_size < 400_000):
-            time.sleep(0.1)
+        live = recording_live(port, rec, err_path)
+        wait_until(lambda: rec.exists() and rec.stat().st_size >= 400_000)
         live.send_signal(signal.SIGKILL)
         live.wait(timeout=10)
     finally:
