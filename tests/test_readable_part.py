@@ -1,6 +1,6 @@
 """A recording that is not whole (cut off inside a packet, never finalised, a packet that does not decode, a
-recorder killed with SIGKILL): evapp replays every event it can read, exactly, says what it could not in one
-warning, and counts it in the summary and in `evapp info` (issue 19)."""
+damaged packet index, a recorder killed with SIGKILL): evapp replays every event it can read, exactly, says what
+it could not in one warning, and counts it in the summary and in `evapp info` (issue 19)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,20 @@ def test_a_packet_that_does_not_decode_is_skipped_and_counted(original, tmp_path
     assert "does not decode" in err
     code, out, _ = run(["info", str(path), "--json"], capsys)
     assert code == 0 and json.loads(out)["packets_skipped"] == 1
+
+
+def test_a_damaged_packet_index_does_not_matter(original, tmp_path, capsys):
+    """dv-processing spins for ever opening such a file; the packets before the index are all there."""
+    events, raw, spans = original
+    damaged = bytearray(raw)
+    index = spans[-1][1]
+    damaged[index + 8 :] = bytes(b ^ 0x5A for b in damaged[index + 8 :])
+    path = tmp_path / "index.aedat4"
+    path.write_bytes(bytes(damaged))
+    assert same_events(replayed(path), events)
+    capsys.readouterr()
+    summary, err = replay_summary(path, capsys)
+    assert summary["events_total"] == events.shape[0] and not err.strip()
 
 
 def test_a_whole_recording_says_nothing_of_the_kind(original, tmp_path, capsys):

@@ -51,7 +51,9 @@ def write_aedat4(path: str | Path, batches, geometry: SensorGeometry, camera_nam
 
 
 class Aedat4Source(EventSource):
-    """An .aedat4 recording read with dv-processing's ``MonoCameraRecording`` (about 70 M events/s).
+    """An .aedat4 recording, read in a child process with the ``aedat`` decoder (``evapp.sources.aedat4_packets``):
+    a damaged or cut-off file replays what it holds, with the packets skipped and where the readable part ends
+    counted.
 
     Recordings that also hold IMU, trigger or APS-frame streams replay their event stream only; the other
     streams are listed by ``info()``. A sibling ``<stem>_labels.csv`` (DVS128 Gesture format, as written by
@@ -169,6 +171,6 @@ class Aedat4Source(EventSource):
 
 def _in_words(reason: str) -> str:
     """Why a recording's readable part ends, from the decoder's or dv-processing's message."""
-    if "fill whole buffer" in reason or "FileDataTable" in reason:
+    if "fill whole buffer" in reason:
         return "it was cut off (a recording never finalised, or a copy that did not finish)"
     return f"nothing decodes after this point ({reason})"

@@ -261,8 +261,7 @@ def _file_child_main(path: str, conn) -> None:
     except ReaderRefused as exc:
         send(_ERROR, 0, pickle.dumps(str(exc)))
         return
-    send(_HELLO, 0, pickle.dumps((reader.streams, reader.event_streams, reader.resolutions, reader.camera,
-                                  reader.refusal)))
+    send(_HELLO, 0, pickle.dumps((reader.streams, reader.event_streams, reader.resolutions, reader.camera)))
     command = conn.recv_bytes()
     while command[:1] == _READ:
         number, stream = int.from_bytes(command[1:5], "little"), command[5:].decode()
@@ -300,7 +299,7 @@ class FileReaderProcess:
         if kind == _ERROR:
             self.kill()
             raise ReaderRefused(pickle.loads(payload))
-        self.streams, self.event_streams, self.resolutions, self.camera, self.refusal = pickle.loads(payload)
+        self.streams, self.event_streams, self.resolutions, self.camera = pickle.loads(payload)
 
     def _next(self, bound_s: float, doing: str) -> tuple[bytes, int, bytes]:
         """The next message; InputError when the child died or sent nothing for ``bound_s`` seconds (the wait is
