@@ -1,5 +1,3 @@
-import sys
+from evapp.cli.main import run
 
-from evapp.cli.main import main
-
-sys.exit(main())
+run()

@@ -121,10 +121,11 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def evapp_live(*args, err_path):
+def evapp_live(*args, err_path, preexec_fn=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "evapp", "live", "--headless", "--no-model", *args],
-                            stdout=subprocess.PIPE, stderr=open(err_path, "w"), text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=open(err_path, "w"), text=True, env=env, cwd=ROOT,
+                            preexec_fn=preexec_fn)
 
 
 def recording_live(port: int, rec, err_path):
@@ -160,6 +161,18 @@ def test_a_peer_that_accepts_and_never_sends_is_ended_by_ctrl_c(tmp_path, after_
         live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--duration", "10",
                           err_path=tmp_path / "err")
         took = interrupt(live, after_s)
+    finally:
+        peer.close()
+    assert live.returncode == 130 and took < 2.0, (took, (tmp_path / "err").read_text())
+
+
+def test_ctrl_c_is_honoured_when_evapp_was_started_with_it_ignored(tmp_path):
+    """A shell without job control starts background commands with SIGINT ignored; evapp still ends on it."""
+    peer = Peer(silent)
+    try:
+        live = evapp_live("--camera", f"tcp://127.0.0.1:{peer.port}", "--duration", "10",
+                          err_path=tmp_path / "err", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        took = interrupt(live, 1.0)  # still connecting
     finally:
         peer.close()
     assert live.returncode == 130 and took < 2.0, (took, (tmp_path / "err").read_text())

@@ -95,5 +95,11 @@ def _reader_went_away() -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. A process started in the background by a shell without job control inherits
+    SIGINT ignored; evapp's promise is that Ctrl-C (SIGINT) ends any command, so it is honoured from the start
+    (while a pipeline runs, evapp.interrupts handles it in any case)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
