@@ -269,7 +269,8 @@ def test_a_packet_claiming_2_gib_costs_a_bounded_reader_and_keeps_the_recording(
     assert peak_kb < 1_000_000, peak_kb  # neither process came near the 2 GiB the packet claimed
     print(f"peak resident memory of evapp or its reader: {peak_kb / 1024:.0f} MiB")
     summary = json_lines(out)[-1]
-    # every event evapp received is in the file, finalised: of the four valid packets, those the reader handed
-    # over before it met the claim (dv-processing parses ahead, so the last may die with it)
+    # every event evapp received is in the file, finalised: of each connection's four valid packets (the
+    # reconnect meets the same peer), those the reader handed over before it met the claim (dv-processing parses
+    # ahead, so the last may die with it)
     assert count_events(rec) == summary["recorded_events"] >= summary["events_total"]
-    assert summary["recorded_events"] in (15_000, 20_000)
+    assert summary["recorded_events"] >= 15_000 and summary["recorded_events"] % 5000 == 0

@@ -87,6 +87,8 @@ def _child_main(spec: str, conn) -> None:
 
     try:
         source = NetworkSource(spec)
+        # the parent is closing: hand on what the reader already holds, then end (see IsolatedNetworkSource.close)
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(source, "drain_requested", True))
         g = source.geometry
         send(_HELLO, pickle.dumps((g.width, g.height, g.name)))
         for batch in source._raw_batches():
@@ -222,10 +224,16 @@ class IsolatedNetworkSource(LiveSource):
         return self.spec
 
     def close(self) -> None:
-        """Hand what the child already sent to the hooks (at most a second), then end the child."""
+        """Ask the child to hand on what its reader already holds and end (a live stream never goes quiet, so
+        waiting for silence would take the whole bound), give those batches to the hooks, then end the child."""
         child, self._child = self._child, None
         if child is None:
             return
+        if self.store_hooks and child.process.is_alive():
+            try:
+                os.kill(child.process.pid, signal.SIGUSR1)
+            except OSError:
+                pass
         deadline = time.monotonic() + 1.0
         while self.store_hooks and time.monotonic() < deadline:
             try:
@@ -233,9 +241,11 @@ class IsolatedNetworkSource(LiveSource):
             except (EOFError, OSError):
                 break
             if message is None:
-                break
+                continue
             if message[0] == _BATCH:
                 self._received(np.frombuffer(message[1], EVENT_DTYPE).copy())
+            elif message[0] in (_END, _ERROR):
+                break
         child.kill()
 
 

@@ -49,6 +49,7 @@ class NetworkSource(LiveSource):
         super().__init__(SensorGeometry(int(resolution[0]), int(resolution[1]), name))
         self.idle_timeout_s = idle_timeout_s
         self.poll_s = poll_s
+        self.drain_requested = False  # set from a signal handler: end at the first empty poll
 
     def _raw_batches(self):
         reader = self._reader
@@ -64,7 +65,7 @@ class NetworkSource(LiveSource):
                 if batch is not None:
                     yield batch
                 continue
-            if not reader.isRunning():
+            if not reader.isRunning() or self.drain_requested:  # drained: everything received so far was handed on
                 return
             idle_s = time.monotonic() - last_data
             if self.idle_timeout_s is not None and idle_s > self.idle_timeout_s:
