@@ -120,7 +120,10 @@ class ReaderProcess:
         """(kind, payload), or None when nothing came within ``timeout``; EOFError when the child is gone."""
         if not self._conn.poll(timeout):
             return None
-        data = self._conn.recv_bytes()
+        try:
+            data = self._conn.recv_bytes()
+        except OSError:  # the child died in the middle of a message ("got end of file during message")
+            raise EOFError from None
         self.last_message = time.monotonic()
         return data[:1], data[1:]
 
