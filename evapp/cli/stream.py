@@ -118,15 +118,11 @@ def live(camera, headless, record_path, force, noise_filter, noise_filter_us, ev
         check_display()
     choice = with_frames(choice, events_per_frame, input_size)
     source = open_live(camera)  # an absent camera or a dead address is said before the model loads (seconds)
-    try:
-        setup = build_model_setup(choice)
-    except BaseException:
-        source.close()
-        raise
-    if noise_filter:
-        source.store_filter = background_activity_filter(source.geometry, noise_filter_us)
     recorder = None
     try:
+        setup = build_model_setup(choice)
+        if noise_filter:
+            source.store_filter = background_activity_filter(source.geometry, noise_filter_us)
         pipeline = Pipeline(source, setup, region=region, with_frames=with_frames_lines, max_rate=max_rate)
         if record_path:
             recorder = AedatRecorder(record_path, source.geometry, force=force)

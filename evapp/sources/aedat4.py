@@ -75,9 +75,6 @@ class Aedat4Source(EventSource):
         self.stream_name = "events" if "events" in self._event_streams else self._event_streams[0]
         self._other_streams = [s for s in streams if s != self.stream_name]
         resolution = self._reader.resolutions[self.stream_name]
-        if resolution is None:
-            self._reader.kill()
-            raise InputError(f"{self.path} does not state its event resolution.")
         geometry = SensorGeometry(int(resolution[0]), int(resolution[1]), self._reader.camera or "unknown")
         labels_file = labels_path_for(self.path)
         super().__init__(geometry)
@@ -100,7 +97,7 @@ class Aedat4Source(EventSource):
         from evapp.sources.aedat4_packets import ReaderRefused
         from evapp.sources.isolation import file_reader
 
-        try:  # in a child process: a corrupt file can hang or abort dv-processing (evapp.sources.isolation)
+        try:  # in a child process: a decoder that aborts on a corrupt file takes only the child with it
             return file_reader(str(self.path))
         except ReaderRefused as exc:
             raise InputError(with_reason(f"{self.path} is not a readable AEDAT4 recording", exc)) from None
@@ -127,7 +124,7 @@ class Aedat4Source(EventSource):
                                     "counted (packets_skipped)", self.path, batch.reason)
                     self.packets_skipped += 1
                 else:
-                    self.readable_end = _in_words(batch.reason)
+                    self.readable_end = batch.reason
                     if not count:
                         raise InputError(f"{self.path} holds no readable events: {self.readable_end}.")
                     log.warning("%s is not whole: %s; read its first %s events (%.3f s)", self.path,
@@ -167,10 +164,3 @@ class Aedat4Source(EventSource):
         if self._reader is not None:
             self._reader.kill()
             self._reader = None
-
-
-def _in_words(reason: str) -> str:
-    """Why a recording's readable part ends, from the decoder's or dv-processing's message."""
-    if "fill whole buffer" in reason:
-        return "it was cut off (a recording never finalised, or a copy that did not finish)"
-    return f"nothing decodes after this point ({reason})"

@@ -17,7 +17,8 @@ class ReaderRefused(Exception):
 @dataclass(frozen=True)
 class ReadGap:
     """In a pass's stream of batches, where events could not be read: ``undecodable`` (one packet skipped, the
-    pass goes on) or ``truncated`` (the file ends inside a packet, or nothing after this point decodes)."""
+    pass goes on; ``reason`` is the decoder's) or ``truncated`` (the file ends inside a packet, or nothing after
+    this point decodes; ``reason`` says which, in words)."""
 
     kind: str
     reason: str
@@ -81,8 +82,12 @@ class InProcessFileReader:
                     raise
                 reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 in_a_row += 1
-                if "fill whole buffer" in reason or in_a_row >= self.MAX_GAPS_IN_A_ROW:
-                    yield ReadGap("truncated", reason)
+                if "fill whole buffer" in reason:  # the decoder's end of file inside a packet (or its header)
+                    yield ReadGap("truncated", "it was cut off (a recording never finalised, or a copy that did "
+                                               "not finish)")
+                    return
+                if in_a_row >= self.MAX_GAPS_IN_A_ROW:
+                    yield ReadGap("truncated", f"nothing decodes after this point ({reason})")
                     return
                 yield ReadGap("undecodable", reason)
                 continue
