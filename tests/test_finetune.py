@@ -4,6 +4,7 @@ and the window."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -130,6 +131,84 @@ def test_eval_stream_scores_a_class_the_model_does_not_know_as_missed(tuned, mon
     report = json.loads(capsys.readouterr().out)
     assert report["class_names"] == [*BASE_CLASSES, "arm_roll"]  # the model's classes, then the unknown one
     assert np.asarray(report["confusion"]).shape == (4, 4) and report["missed_gestures"] == 1
+
+
+def test_the_default_deep_training_leaves_the_first_two_convolutions_as_the_base_had_them(tuned):
+    """``--train deep`` (the default): the first two convolutions and their norms keep the base's weights, every
+    later layer is trained."""
+    from safetensors.torch import load_file
+
+    root, out = tuned
+    base, tuned_weights = (load_file(str(f / "weights.safetensors")) for f in (root / "models" / "tiny-base", out))
+    frozen = [k for k in base if k.startswith(("sps.convs.0.", "sps.convs.1.")) and not k.endswith(
+        ("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(frozen) == 6 and all(torch.equal(base[k], tuned_weights[k]) for k in frozen)
+    trained = ["sps.convs.2.conv.weight", "sps.rpe.conv.weight", "blocks.0.mlp.fc1.conv.weight"]
+    assert all(not torch.equal(base[k], tuned_weights[k]) for k in trained)
+    assert read_artifact(out).training["finetune"]["trainable"] == "deep"
+
+
+@pytest.mark.parametrize("arch", ["saformer-2-256", "sglformer-3-256"])
+def test_deep_freezes_the_layers_before_the_third_convolution_of_each_shipped_architecture(arch):
+    from evapp.train.finetune import set_trainable
+
+    model = create_model(arch)
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    trained = set_trainable(model, "deep")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(not n.startswith(convs[2]) for n in frozen)
+    assert {n.removesuffix(".weight") for n in frozen if n.removesuffix(".weight") in convs} == set(convs[:2])
+    assert 0.5 < trained / sum(p.numel() for p in model.parameters()) < 1
+
+
+def test_bfloat16_steps_write_float32_weights_and_the_loss_falls(tuned, capsys):
+    root, _ = tuned
+    out = root / "models" / "bf16"
+    assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(out),
+                 "--epochs", "4", "--lr", "3e-3", "--threads", "1", "--precision", "bf16", "--train", "all"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
+    artifact = read_artifact(out)
+    history = artifact.training["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert artifact.training["finetune"]["precision"] == "bf16" and "in bf16" in (out / "README.md").read_text()
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(str(out / "weights.safetensors")).values()} <= {torch.float32, torch.int64}
+
+
+def test_without_epochs_the_budget_picks_them_from_a_timed_step_that_changes_no_weight(tuned, capsys):
+    from evapp.engine.loading import load
+    from evapp.train.data import frame_trials
+    from evapp.train.finetune import epochs_in_budget, held_out_split, read_collections
+    from evapp.train.loop import Prepared
+    from evapp.train.settings import FinetuneSettings, TrainSettings
+
+    root, out = tuned
+    model = load(str(out)).model
+    collection = read_collections([root / "takes"])
+    train_trials, test_trials = held_out_split(collection)
+    spec = read_artifact(out).preprocessing.frames
+    framed = frame_trials(train_trials + test_trials, spec, T, class_names=DATA_CLASSES, workers=1)
+    prepared = Prepared(framed[: len(train_trials)], framed[len(train_trials):], spec, T)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = FinetuneSettings(str(out), (str(root / "takes"),), "unused", minutes=2)
+    budget = epochs_in_budget(model, prepared, TrainSettings("m", "d", "o", eval_limit=120), settings, spent_s=30)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert budget["steps_per_epoch"] == 1 and budget["step_s"] > 0
+    assert 1 < budget["epochs"] <= 500 and budget["epochs"] * budget["epoch_s"] <= 2 * 60 - 30  # what is planned fits
+    tight = epochs_in_budget(model, prepared, TrainSettings("m", "d", "o"), dataclasses.replace(settings, minutes=0.5),
+                             spent_s=29)
+    assert tight["epochs"] == 1  # never none, even when framing spent the whole budget
+
+    bud = root / "models" / "budget"
+    assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(bud),
+                 "--minutes", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    lineage = read_artifact(bud).training["finetune"]
+    assert lineage["budget"]["minutes"] == 1 and result["epochs"] == lineage["epochs"] == lineage["budget"]["epochs"]
+    assert len(read_artifact(bud).training["history"]) == result["epochs"] >= 1
+    assert "as many as fit in 1 minutes" in (bud / "README.md").read_text()
 
 
 def test_finetune_refuses_what_is_not_a_collect_folder(tmp_path, capsys):

@@ -9,7 +9,7 @@ import click
 from evapp.cli.options import FiniteFloat, model_options, settings_option
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
-from evapp.train.settings import TRAINABLE, FinetuneSettings
+from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,15 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="models/NAME",
               help="Folder of the new artifact (under models/ it is found by name).")
 @settings_option(FinetuneSettings, "trainable", "--train", type=click.Choice(TRAINABLE),
-                 help="What is trained: the classifier, the last block and the classifier, or every weight.")
-@settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500))
+                 help="What is trained: the classifier; the last block and the classifier; all but the first two "
+                      "convolutions (at the input's full and half resolution); or every weight.")
+@settings_option(FinetuneSettings, "precision", "--precision", type=click.Choice(PRECISIONS),
+                 help="A training step's arithmetic: auto takes bfloat16 where the CPU multiplies it natively "
+                      "(about twice as fast), else float32. The artifact's weights are float32 either way.")
+@settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500),
+                 help="Epochs (default: as many as fit in --minutes, from a timed training step).")
+@settings_option(FinetuneSettings, "minutes", "--minutes", type=FiniteFloat(min=0.5, max=1440),
+                 help="Time budget from start to artifact, when --epochs is not given.")
 @settings_option(FinetuneSettings, "lr", "--lr", type=FiniteFloat(min=0, min_open=True, max=1),
                  help="Peak learning rate (AdamW, cosine schedule).")
 @settings_option(FinetuneSettings, "head_lr_scale", "--head-lr-scale", type=FiniteFloat(min=0, min_open=True,
@@ -93,8 +100,8 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
-def finetune(base, data_dirs, out_dir, trainable, epochs, lr, head_lr_scale, rehearse, rehearse_trials,
-             rehearse_share, seed, threads, force) -> None:
+def finetune(base, data_dirs, out_dir, trainable, precision, epochs, minutes, lr, head_lr_scale, rehearse,
+             rehearse_trials, rehearse_share, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -104,9 +111,9 @@ def finetune(base, data_dirs, out_dir, trainable, epochs, lr, head_lr_scale, reh
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already exists; pass --force to replace it.")
-    settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable, epochs, lr, head_lr_scale, seed=seed,
-                                threads=threads, rehearse=rehearse, rehearse_trials=rehearse_trials,
-                                rehearse_share=rehearse_share)
+    settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable=trainable, epochs=epochs, minutes=minutes,
+                                lr=lr, head_lr_scale=head_lr_scale, seed=seed, threads=threads, rehearse=rehearse,
+                                rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision)
     print_json(run_finetune(settings))
 
 

@@ -25,7 +25,7 @@ import torch
 
 from evapp.errors import InputError
 from evapp.train.data import FramedTrial, Trial, frame_trials
-from evapp.train.settings import TRAINABLE, FinetuneSettings
+from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,36 @@ def _head_scale(model, settings: FinetuneSettings) -> dict[str, float]:
 
 def set_trainable(model, trainable: str) -> int:
     """Freeze all but what ``trainable`` names; returns the parameters left to train. ``last``: the classifier and
-    the parameters registered after the last block's start (the last quarter of the parameter tensors)."""
+    the parameters registered after the last block's start (the last quarter of the parameter tensors); ``deep``:
+    all but the first two convolutions (with their norms), the layers at the input's full and half resolution,
+    which hold most of a step's backward cost and the least person-specific features."""
     if trainable not in TRAINABLE:
         raise InputError(f"--train {trainable!r}: choose one of {', '.join(TRAINABLE)}.")
     params = list(model.named_parameters())
     head = {id(p) for p in classifier(model).parameters()}
-    keep_from = {"all": 0, "last": int(len(params) * 0.75), "head": len(params)}[trainable]
+    keep_from = {"all": 0, "deep": _third_convolution(model), "last": int(len(params) * 0.75),
+                 "head": len(params)}[trainable]
     for i, (_, p) in enumerate(params):
         p.requires_grad_(i >= keep_from or id(p) in head)
     return sum(p.numel() for _, p in params if p.requires_grad)
+
+
+def _third_convolution(model) -> int:
+    """The index, among the parameters, of the third convolution's weight (registration order is data order)."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    names = [name for name, _ in model.named_parameters()]
+    return names.index(f"{convs[2]}.weight") if len(convs) > 2 else 0
+
+
+def training_precision(precision: str, device: str) -> str:
+    """``auto``: bfloat16 on a CPU that multiplies it natively (AVX512-BF16 or AMX), where a step takes about
+    half the time of float32 (README, Fine-tuning); float32 elsewhere."""
+    if precision != "auto":
+        return precision
+    cpu = getattr(torch, "cpu", None)
+    native = any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported",
+                                                                      "_is_amx_tile_supported"))
+    return "bf16" if device == "cpu" and native else "fp32"
 
 
 def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
@@ -177,16 +198,26 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
         rehearsal = rehearsal_trials(settings.rehearse, settings.rehearse_trials, spec, T, names)
     model = adapted_model(base.model, names)
     trained_params = set_trainable(model, settings.trainable)
+    if settings.precision not in PRECISIONS:
+        raise InputError(f"--precision {settings.precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    precision = training_precision(settings.precision, settings.device)
     out = Path(settings.out)
     run_dir = out / "run"
     train_settings = TrainSettings(model=model.cfg.name, data=",".join(settings.data), out=str(run_dir),
-                                   epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                                   epochs=settings.epochs or 1, batch_size=settings.batch_size, lr=settings.lr,
                                    warmup_epochs=0.5, windows_per_gesture=settings.windows_per_gesture,
                                    mixup=False, seed=settings.seed, device=settings.device,
                                    eval_limit=settings.eval_limit, lr_scales=_head_scale(model, settings),
-                                   init=str(base.artifact.folder), rehearse_share=settings.rehearse_share)
+                                   init=str(base.artifact.folder), rehearse_share=settings.rehearse_share,
+                                   amp=precision == "bf16")
     prepared = Prepared(framed_train + rehearsal, framed_test, spec, T,
                         rehearsal_from=len(framed_train) if rehearsal else None)
+    budget = None
+    if settings.epochs is None:
+        budget = epochs_in_budget(model, prepared, train_settings, settings, time.perf_counter() - started)
+        train_settings = dataclasses.replace(train_settings, epochs=budget["epochs"])
+        log.info("%d epochs fit in %g minutes (a step takes %.2f s)", budget["epochs"], settings.minutes,
+                 budget["step_s"])
     final = train(train_settings, prepared=prepared, progress=progress, model=model)
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
@@ -200,7 +231,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     lineage = {"base": str(base.artifact.folder), "base_classes": list(base.model.cfg.class_names),
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
-               "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": settings.epochs,
+               "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": train_settings.epochs,
+               "precision": precision, "budget": budget,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
                "rehearsal": {"folder": settings.rehearse, "trials": [t.name for t in rehearsal],
                              "share": settings.rehearse_share} if rehearsal else None}
@@ -217,9 +249,52 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                   f"held-out takes, {held['clips']} clips" if held else "")
     return {"artifact": str(out), "classes": list(names), "train_takes": len(framed_train),
             "held_out_takes": len(framed_test), "held_out_clip_accuracy": metrics.get("clip_accuracy"),
-            "trainable": settings.trainable, "parameters_trained": trained_params, "seconds": seconds,
+            "trainable": settings.trainable, "parameters_trained": trained_params, "precision": precision,
+            "epochs": train_settings.epochs, "seconds": seconds,
             "rehearsal_trials": len(rehearsal),
             "decoder": {k: decoder[k] for k in ("idle_below_fps", "idle_floor_fps")}}
+
+
+def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings, spent_s: float) -> dict:
+    """The epochs that fit in ``settings.minutes`` from the start: one training step (forward and backward in the
+    step's precision, on a real batch) and one held-out batch are timed, the weights and normalisation statistics
+    left as they were; the time already spent framing counts."""
+    import numpy as np
+
+    from evapp.train.loop import _epoch_windows, _steps_per_epoch, batch_clips
+
+    T, B = prepared.T, train_settings.batch_size
+    windows = _epoch_windows(train_settings, prepared, T, 0)
+    steps = _steps_per_epoch(train_settings, prepared, T, 1)
+    x, y = batch_clips(prepared.train, windows[:B], T)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    times = []
+    for _ in range(3):  # the first steps pay for the allocator's and the kernels' warm-up
+        t = time.perf_counter()
+        with torch.autocast("cpu", enabled=bool(train_settings.amp)):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        times.append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    from evapp.train.data import evaluation_windows
+
+    held = evaluation_windows(prepared.test, T)[: train_settings.eval_batch_size]
+    eval_s = 0.0
+    if held:
+        model.eval()
+        t = time.perf_counter()
+        with torch.no_grad():
+            model(batch_clips(prepared.test, held, T)[0])
+        eval_s = (time.perf_counter() - t) / len(held)  # per held-out window
+        model.train()
+    step_s = min(times[1:])
+    per_epoch = steps * step_s + eval_s * (train_settings.eval_limit or 0)
+    left = settings.minutes * 60 * 0.97 - spent_s - sum(times) - eval_s * settings.card_eval_limit
+    epochs = int(np.clip(left // max(per_epoch, 1e-6), 1, 500))
+    return {"minutes": settings.minutes, "step_s": round(step_s, 3), "steps_per_epoch": steps,
+            "epoch_s": round(per_epoch, 1), "epochs": epochs}
 
 
 def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
@@ -228,6 +303,13 @@ def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
     if not evaluation_windows(trials, T):
         raise InputError(f"No take lasts {T} frames of {spec.events_per_frame} events: record longer takes "
                          "(--take-s) or more movement.")
+
+
+def _budget_text(budget: dict | None) -> str:
+    if not budget:
+        return ""
+    return (f" (as many as fit in {budget['minutes']:g} minutes: a step took {budget['step_s']:.2f} s, an epoch of "
+            f"{budget['steps_per_epoch']} steps and its held-out check about {budget['epoch_s']:.0f} s)")
 
 
 def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, has_confusion: bool, names) -> str:
@@ -245,7 +327,8 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
              f"- kept from the base: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'}; "
              f"dropped: {', '.join(dropped) or 'none'}",
              f"- trained: `{lineage['trainable']}` ({lineage['parameters_trained']:,} parameters), "
-             f"{lineage['epochs']} epochs, learning rate {lineage['lr']} "
+             f"{lineage['epochs']} epochs in {lineage.get('precision', 'fp32')}{_budget_text(lineage.get('budget'))}, "
+             f"learning rate {lineage['lr']} "
              f"(the classifier's x{lineage['head_lr_scale']})",
              "", "## Data", ""]
     for f in lineage["data"]:

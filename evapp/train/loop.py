@@ -228,8 +228,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(out)
-    amp = device.type == "cuda" if settings.amp is None else settings.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    amp = device.type == "cuda" if settings.amp is None else settings.amp
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")  # bfloat16 needs no scaling
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay, settings.lr_scales), lr=settings.lr,
                                   eps=1e-8)
     start_epoch, step, best = 0, 0, -1.0

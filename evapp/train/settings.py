@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TRAINABLE = ("head", "last", "all")  # what `evapp finetune --train` trains
+TRAINABLE = ("head", "last", "deep", "all")  # what `evapp finetune --train` trains
+PRECISIONS = ("auto", "fp32", "bf16")  # the arithmetic of a training step on the CPU
 
 
 @dataclass
@@ -31,7 +32,7 @@ class TrainSettings:
     label_smoothing: float = 0.1
     seed: int = 0
     device: str = "auto"
-    amp: bool | None = None  # default: on for CUDA
+    amp: bool | None = None  # default: on for CUDA (float16); on the CPU, True is bfloat16
     max_steps_per_epoch: int | None = None
     stop_after: int | None = None  # stop after this many epochs of the schedule (resume later with --resume)
     eval_batch_size: int = 32
@@ -50,8 +51,9 @@ class FinetuneSettings:
     base: str
     data: tuple[str, ...]
     out: str
-    trainable: str = "all"
-    epochs: int = 3
+    trainable: str = "deep"
+    epochs: int | None = None  # None: as many as fit in ``minutes``, from a measured training step
+    minutes: float = 10.0  # the time budget from start to artifact when ``epochs`` is None
     lr: float = 2e-3
     head_lr_scale: float = 10.0  # the classifier's learning rate, as a multiple of ``lr``
     batch_size: int = 16
@@ -64,3 +66,4 @@ class FinetuneSettings:
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
+    precision: str = "auto"  # bf16 where the CPU multiplies bfloat16 natively (PRECISIONS)
