@@ -4,8 +4,9 @@
   name gets a new row (the layer's own initialisation); a base class no folder lists is dropped.
 - Data: every finished take (``session.json``), framed exactly as live with the base's frame contract. The last take
   of each class (by take number, over all folders) is held out: it validates each epoch and picks the weights.
-- What is trained (``head``: the classifier; ``last``: the last block and the classifier; ``all``), the learning
-  rate and the epochs have defaults measured on the README's newcomer scenario.
+- What is trained (``head``: the classifier; ``last``: the last block and the classifier; ``deep``: all but the
+  first two convolutions; ``all``), the precision of a step and the learning rate have defaults measured on the
+  README's newcomer scenario; the epochs are as many as fit the time budget, from a timed step.
 - The decoder's idle threshold and motion floor are recalibrated on the user's own pauses.
 - The result is a full artifact: config, weights, a model card with the lineage, the held-out metrics and a
   confusion PNG.
