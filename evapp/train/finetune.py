@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from evapp.errors import InputError
-from evapp.train.data import FramedTrial, Trial, frame_trials
+from evapp.train.data import FramedTrial, Trial, evaluation_windows, frame_trials
 from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
@@ -160,11 +160,12 @@ def _third_convolution(model) -> int:
 def training_precision(precision: str, device: str) -> str:
     """``auto``: bfloat16 on a CPU that multiplies it natively (AVX512-BF16 or AMX), where a step takes about
     half the time of float32 (README, Fine-tuning); float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    cpu = getattr(torch, "cpu", None)
-    native = any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported",
-                                                                      "_is_amx_tile_supported"))
+    native = any(getattr(torch.cpu, probe, lambda: False)()  # private probes: absent in another torch, no bf16
+                 for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return "bf16" if device == "cpu" and native else "fp32"
 
 
@@ -199,8 +200,6 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
         rehearsal = rehearsal_trials(settings.rehearse, settings.rehearse_trials, spec, T, names)
     model = adapted_model(base.model, names)
     trained_params = set_trainable(model, settings.trainable)
-    if settings.precision not in PRECISIONS:
-        raise InputError(f"--precision {settings.precision!r}: choose one of {', '.join(PRECISIONS)}.")
     precision = training_precision(settings.precision, settings.device)
     out = Path(settings.out)
     run_dir = out / "run"
@@ -279,8 +278,6 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
         times.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
     model.load_state_dict(saved)
-    from evapp.train.data import evaluation_windows
-
     held = evaluation_windows(prepared.test, T)[: train_settings.eval_batch_size]
     eval_s = 0.0
     if held:
@@ -299,8 +296,6 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
 
 
 def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
-    from evapp.train.data import evaluation_windows
-
     if not evaluation_windows(trials, T):
         raise InputError(f"No take lasts {T} frames of {spec.events_per_frame} events: record longer takes "
                          "(--take-s) or more movement.")
@@ -328,7 +323,7 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
              f"- kept from the base: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'}; "
              f"dropped: {', '.join(dropped) or 'none'}",
              f"- trained: `{lineage['trainable']}` ({lineage['parameters_trained']:,} parameters), "
-             f"{lineage['epochs']} epochs in {lineage.get('precision', 'fp32')}{_budget_text(lineage.get('budget'))}, "
+             f"{lineage['epochs']} epochs in {lineage['precision']}{_budget_text(lineage['budget'])}, "
              f"learning rate {lineage['lr']} "
              f"(the classifier's x{lineage['head_lr_scale']})",
              "", "## Data", ""]
