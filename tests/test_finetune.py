@@ -104,6 +104,7 @@ def test_finetune_writes_a_complete_artifact_and_the_loss_falls(tuned):
     assert 0 <= artifact.metrics["clip_accuracy"] <= 1 and len(artifact.metrics["per_class_accuracy"]) == 3
     card = (out / "README.md").read_text()
     assert "new: arm_roll" in card and "dropped: left_hand_wave" in card and "confusion.png" in card
+    assert lineage["flip"] == "mirror" and "mirrored clips relabelled by name" in card
     assert (out / "confusion.png").stat().st_size > 1000
     assert artifact.decoder["idle_below_fps"] >= 0 and "idle_floor_fps" in artifact.decoder
 
@@ -245,6 +246,37 @@ def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, c
     assert steps[0] == (own_windows + 2 * own_windows) // 16  # and twice as many rehearsal windows, batches of 16
     assert artifact.training["finetune"]["rehearsal"]["trials"] == ["user01_led.aedat", "user02_led.aedat"]
     assert "rehearsal (against forgetting the base's classes): 2 trials" in (out / "README.md").read_text()
+    assert artifact.training["finetune"]["rehearsal"]["distill"] == 1.0  # the default: the base's answers too
+    assert "distillation weight 1" in (out / "README.md").read_text()
+
+
+def test_distillation_teaches_the_base_answers_over_the_shared_classes_on_rehearsal_clips_only():
+    """The teacher's rows follow the class names; a student that answers as the base costs nothing, one that
+    answers otherwise costs more, and clips that are not rehearsal clips neither count nor reach the weights."""
+    from evapp.train.distill import Teacher
+
+    torch.manual_seed(1)
+    base = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
+                        input_size=(32, 32), T=T, events_per_frame=N)
+    student = adapted_model(base, DATA_CLASSES)
+    teacher = Teacher.of(base, DATA_CLASSES, weight=1.0)
+    assert [DATA_CLASSES[r] for r in teacher.student_rows] == ["right_hand_wave", "hand_clapping"]
+    assert [BASE_CLASSES[r] for r in teacher.teacher_rows] == ["right_hand_wave", "hand_clapping"]
+    assert not any(p.requires_grad for p in base.parameters())
+    x = (torch.rand(T, 4, 2, 32, 32) < 0.2).float()
+    rehearsed = torch.tensor([True, True, False, False])
+    student.eval()
+    same = teacher.loss(x, student(x), rehearsed).detach()
+    assert float(same) < 1e-6  # the student still is the base on the classes both know
+    with torch.no_grad():
+        classifier(student).bias.add_(torch.tensor([3.0, 0.0, -3.0]))  # right_hand_wave over hand_clapping
+    logits = student(x)
+    assert float(teacher.loss(x, logits, rehearsed)) > 1e-3
+    logits.retain_grad()
+    teacher.loss(x, logits, rehearsed).backward()
+    assert logits.grad[2:].abs().sum() == 0 and logits.grad[:2].abs().sum() > 0
+    none = teacher.loss(x, student(x), torch.zeros(4, dtype=torch.bool))
+    assert float(none) == 0.0
 
 
 def test_rehearsal_refuses_a_folder_that_is_no_dataset(tuned, tmp_path, capsys):

@@ -20,7 +20,7 @@ from evapp.events import GESTURE_CLASSES
 from evapp.simulate.sequence import simulate_sequence
 from evapp.simulate.writers import write_dataset, write_recording
 from evapp.train import TrainSettings, find_trials, frame_trial, train
-from evapp.train.augment import MIRROR_CLASS, RandomFlip, SNNAugmentWide
+from evapp.train.augment import RandomFlip, SNNAugmentWide, mirror_classes
 from evapp.train.data import evaluation_windows, frame_trials, stream_windows, training_windows
 
 # A tiny SAFormer on 32x32 input (a DVS128 sensor, 4x4 sensor pixels per input pixel) trains in seconds.
@@ -123,20 +123,34 @@ def test_download_that_cannot_reach_tonic_url_says_where_to_put_the_dataset(tmp_
 
 
 def test_mirror_flip_swaps_hands_and_rotation_sense():
-    names = GESTURE_CLASSES
-    assert names[MIRROR_CLASS[names.index("right_hand_wave")]] == "left_hand_wave"
-    assert names[MIRROR_CLASS[names.index("right_arm_clockwise")]] == "left_arm_counter_clockwise"
-    assert names[MIRROR_CLASS[names.index("hand_clapping")]] == "hand_clapping"
-    assert [MIRROR_CLASS[c] for c in MIRROR_CLASS] == list(range(len(names)))  # an involution
+    names = list(GESTURE_CLASSES)
+    mirror = mirror_classes(names)
+    assert names[mirror[names.index("right_hand_wave")]] == "left_hand_wave"
+    assert names[mirror[names.index("right_arm_clockwise")]] == "left_arm_counter_clockwise"
+    assert names[mirror[names.index("left_arm_clockwise")]] == "right_arm_counter_clockwise"
+    assert names[mirror[names.index("hand_clapping")]] == "hand_clapping"
+    assert [mirror[c] for c in mirror] == list(range(len(names)))  # an involution
     x = torch.rand(6, 3, 2, 8, 8)
     y = torch.arange(6)
-    fx, fy = RandomFlip("mirror", p=1.0)(x, y, torch.Generator().manual_seed(0))
-    assert torch.equal(fx, x.flip(-1)) and fy.tolist() == [MIRROR_CLASS[c] for c in range(6)]
+    fx, fy = RandomFlip("mirror", names, p=1.0)(x, y, torch.Generator().manual_seed(0))
+    assert torch.equal(fx, x.flip(-1)) and fy.tolist() == [mirror[c] for c in range(6)]
     steps = torch.tensor([[1, -1, 3], [0, 2, -1]])  # per-step labels [B, L], -1 in pauses
-    _, fsteps = RandomFlip("mirror", p=1.0)(x[:2], steps, torch.Generator().manual_seed(0))
-    assert fsteps.tolist() == [[MIRROR_CLASS[1], -1, MIRROR_CLASS[3]], [0, MIRROR_CLASS[2], -1]]
-    px, py = RandomFlip("paper", p=1.0)(x, y, torch.Generator().manual_seed(0))
+    _, fsteps = RandomFlip("mirror", names, p=1.0)(x[:2], steps, torch.Generator().manual_seed(0))
+    assert fsteps.tolist() == [[mirror[1], -1, mirror[3]], [0, mirror[2], -1]]
+    px, py = RandomFlip("paper", names, p=1.0)(x, y, torch.Generator().manual_seed(0))
     assert torch.equal(px, x.flip(-1)) and torch.equal(py, y)
+
+
+def test_mirror_flip_goes_by_name_and_leaves_a_class_without_its_mirror_unflipped():
+    names = ["swipe_left", "both_arms_raise", "swipe_right", "point_left"]  # a user's own list, any order
+    assert mirror_classes(names) == [2, 1, 0, -1]
+    x = torch.rand(4, 3, 2, 8, 8)
+    fx, fy = RandomFlip("mirror", names, p=1.0)(x, torch.arange(4), torch.Generator().manual_seed(0))
+    assert fy.tolist() == [2, 1, 0, 3]
+    assert torch.equal(fx[:3], x[:3].flip(-1)) and torch.equal(fx[3], x[3])  # no class is point_left's mirror image
+    steps = torch.tensor([[0, -1, 3], [1, 1, -1]])  # a stream crop holding point_left stays as it is
+    sx, sy = RandomFlip("mirror", names, p=1.0)(x[:2], steps, torch.Generator().manual_seed(0))
+    assert torch.equal(sx[0], x[0]) and sy[0].tolist() == [0, -1, 3] and sy[1].tolist() == [1, 1, -1]
 
 
 def test_augmentation_is_one_transform_for_all_frames_and_reproducible():

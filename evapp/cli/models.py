@@ -10,7 +10,7 @@ import click
 from evapp.cli.options import FiniteFloat, device_option, json_option, parse_policy, settings_option
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
-from evapp.train.settings import TrainSettings
+from evapp.train.settings import FLIPS, TrainSettings
 
 
 @click.command(short_help="List the trained models and the zoo's architectures.")
@@ -94,7 +94,7 @@ def _setting(name: str, *decls: str, **kwargs):
 @_setting("stream_length", "--stream-length", type=click.IntRange(min=2))
 @_setting("windows_per_gesture", "--windows-per-gesture", type=click.IntRange(min=1),
           help="Random T-frame windows drawn from each training gesture per epoch.")
-@_setting("flip", "--flip", type=click.Choice(["none", "paper", "mirror"]),
+@_setting("flip", "--flip", type=click.Choice(FLIPS),
           help="Horizontal flip: paper keeps labels (official code), mirror swaps left/right classes.")
 @_setting("augment", "--augment/--no-augment", help="SNNAugmentWide per clip.")
 @_setting("mixup", "--mixup/--no-mixup", help="Mixup (alpha 0.5, p 0.5).")

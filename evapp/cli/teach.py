@@ -81,6 +81,10 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "precision", "--precision", type=click.Choice(PRECISIONS),
                  help="A training step's arithmetic: auto takes bfloat16 where the CPU multiplies it natively "
                       "(about twice as fast), else float32. The artifact's weights are float32 either way.")
+@settings_option(FinetuneSettings, "flip", "--flip", type=click.Choice(("none", "mirror")),
+                 help="mirror: half the clips are mirrored and relabelled by name (right <-> left, clockwise <-> "
+                      "counter_clockwise; a name without a side is its own mirror; a class whose mirror name is not "
+                      "in the list is never flipped).")
 @settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500),
                  help="Epochs (default: as many as fit in --minutes, from a timed training step).")
 @settings_option(FinetuneSettings, "minutes", "--minutes", type=FiniteFloat(min=0.5, max=1440),
@@ -97,11 +101,14 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
                  help="Trials of --rehearse's train split used (evenly spaced).")
 @settings_option(FinetuneSettings, "rehearse_share", "--rehearse-share", type=FiniteFloat(min=0, max=20),
                  help="Rehearsal windows per epoch as a multiple of the windows of your takes.")
+@settings_option(FinetuneSettings, "distill", "--distill", type=FiniteFloat(min=0, max=100),
+                 help="Weight of the base's own answers on the rehearsal clips, against forgetting (0: hard labels "
+                      "only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
-def finetune(base, data_dirs, out_dir, trainable, precision, epochs, minutes, lr, head_lr_scale, rehearse,
-             rehearse_trials, rehearse_share, seed, threads, force) -> None:
+def finetune(base, data_dirs, out_dir, trainable, precision, flip, epochs, minutes, lr, head_lr_scale, rehearse,
+             rehearse_trials, rehearse_share, distill, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -113,7 +120,8 @@ def finetune(base, data_dirs, out_dir, trainable, precision, epochs, minutes, lr
         raise InputError(f"{out} already exists; pass --force to replace it.")
     settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable=trainable, epochs=epochs, minutes=minutes,
                                 lr=lr, head_lr_scale=head_lr_scale, seed=seed, threads=threads, rehearse=rehearse,
-                                rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision)
+                                rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision,
+                                flip=flip, distill=distill)
     print_json(run_finetune(settings))
 
 

@@ -19,35 +19,45 @@ from torch import Tensor
 
 from evapp.events import GESTURE_CLASSES
 
-# Mirroring a scene swaps the hands and the sense of rotation: right clockwise <-> left counter-clockwise.
-_MIRROR_NAMES = {
-    "right_hand_wave": "left_hand_wave",
-    "right_arm_clockwise": "left_arm_counter_clockwise",
-    "right_arm_counter_clockwise": "left_arm_clockwise",
-}
-MIRROR_CLASS = list(range(len(GESTURE_CLASSES)))
-for _a, _b in _MIRROR_NAMES.items():
-    MIRROR_CLASS[GESTURE_CLASSES.index(_a)] = GESTURE_CLASSES.index(_b)
-    MIRROR_CLASS[GESTURE_CLASSES.index(_b)] = GESTURE_CLASSES.index(_a)
+_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counter_clockwise",
+                 "counter_clockwise": "clockwise"}
+
+
+def mirror_name(name: str) -> str:
+    """The class a gesture becomes in a mirror: the hands swap and so does the sense of rotation
+    (``right_arm_clockwise`` -> ``left_arm_counter_clockwise``); a name with no side or sense is its own mirror."""
+    words = name.replace("counter_clockwise", "counter-clockwise").split("_")
+    return "_".join(_MIRROR_WORDS.get(w.replace("-", "_"), w.replace("-", "_")) for w in words)
+
+
+def mirror_classes(class_names) -> list[int]:
+    """For each class, the index of its mirror image in ``class_names``, or -1 where that name is not in the
+    list (a clip of it is never flipped: its mirror image belongs to no class)."""
+    names = list(class_names)
+    return [names.index(mirror_name(n)) if mirror_name(n) in names else -1 for n in names]
 
 
 class RandomFlip:
     """Horizontal flip with p=0.5. ``mode='paper'`` keeps the labels (what the official code does, which
     teaches the model that left and right hands are the same class); ``mode='mirror'`` relabels the flipped
-    clip with its mirror class, which is correct for DVS128 Gesture's classes."""
+    clip with its mirror class by name (``mirror_classes``) and leaves a clip whose mirror class is missing as it is."""
 
-    def __init__(self, mode: str, p: float = 0.5):
+    def __init__(self, mode: str, class_names=GESTURE_CLASSES, p: float = 0.5):
         if mode not in ("paper", "mirror"):
             raise ValueError(f"flip mode must be 'paper' or 'mirror', not {mode!r}")
         self.mode, self.p = mode, p
+        self.mirror = torch.tensor(mirror_classes(class_names))
 
     def __call__(self, x: Tensor, y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         flip = torch.rand(x.shape[0], generator=gen) < self.p
+        if self.mode == "mirror":  # labels [B] (one per clip) or [B, L] (one per step; -1 = no gesture)
+            mirror = self.mirror.to(y.device)
+            unmirrored = ((y >= 0) & (mirror[y.clamp(min=0)] < 0)).view(y.shape[0], -1).any(1)
+            flip &= ~unmirrored.cpu()
         if flip.any():
             x = x.clone()
             x[flip] = x[flip].flip(-1)
-            if self.mode == "mirror":  # labels [B] (one per clip) or [B, L] (one per step; -1 = no gesture)
-                mirror = torch.tensor(MIRROR_CLASS, device=y.device)
+            if self.mode == "mirror":
                 flipped = flip.to(y.device).view(-1, *[1] * (y.dim() - 1))
                 y = torch.where(flipped & (y >= 0), mirror[y.clamp(min=0)], y)
         return x, y

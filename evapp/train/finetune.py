@@ -26,6 +26,7 @@ import torch
 
 from evapp.errors import InputError
 from evapp.train.data import FramedTrial, Trial, evaluation_windows, frame_trials
+from evapp.train.distill import Teacher
 from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
@@ -209,16 +210,17 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                    mixup=False, seed=settings.seed, device=settings.device,
                                    eval_limit=settings.eval_limit, lr_scales=_head_scale(model, settings),
                                    init=str(base.artifact.folder), rehearse_share=settings.rehearse_share,
-                                   amp=precision == "bf16")
+                                   amp=precision == "bf16", flip=settings.flip)
     prepared = Prepared(framed_train + rehearsal, framed_test, spec, T,
                         rehearsal_from=len(framed_train) if rehearsal else None)
+    teacher = Teacher.of(base.model, names, settings.distill) if rehearsal and settings.distill > 0 else None
     budget = None
     if settings.epochs is None:
-        budget = epochs_in_budget(model, prepared, train_settings, settings, time.perf_counter() - started)
+        budget = epochs_in_budget(model, prepared, train_settings, settings, time.perf_counter() - started, teacher)
         train_settings = dataclasses.replace(train_settings, epochs=budget["epochs"])
         log.info("%d epochs fit in %g minutes (a step takes %.2f s)", budget["epochs"], settings.minutes,
                  budget["step_s"])
-    final = train(train_settings, prepared=prepared, progress=progress, model=model)
+    final = train(train_settings, prepared=prepared, progress=progress, model=model, teacher=teacher)
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
@@ -232,10 +234,11 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": train_settings.epochs,
-               "precision": precision, "budget": budget,
+               "precision": precision, "budget": budget, "flip": settings.flip,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
                "rehearsal": {"folder": settings.rehearse, "trials": [t.name for t in rehearsal],
-                             "share": settings.rehearse_share} if rehearsal else None}
+                             "share": settings.rehearse_share, "distill": settings.distill if teacher else 0.0}
+               if rehearsal else None}
     metrics = {"data_kind": "user recordings (evapp collect)", "held_out_takes": len(framed_test)}
     if held is not None:
         metrics.update(clip_accuracy=round(held["clip_accuracy"], 4), clips=held["clips"],
@@ -255,7 +258,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
             "decoder": {k: decoder[k] for k in ("idle_below_fps", "idle_floor_fps")}}
 
 
-def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings, spent_s: float) -> dict:
+def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings, spent_s: float,
+                     teacher=None) -> dict:
     """The epochs that fit in ``settings.minutes`` from the start: one training step (forward and backward in the
     step's precision, on a real batch) and one held-out batch are timed, the weights and normalisation statistics
     left as they were; the time already spent framing counts."""
@@ -273,7 +277,11 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
     for _ in range(3):  # the first steps pay for the allocator's and the kernels' warm-up
         t = time.perf_counter()
         with torch.autocast("cpu", enabled=bool(train_settings.amp)):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            if teacher is not None:
+                rehearsed = torch.tensor([w.trial >= prepared.rehearsal_from for w in windows[:B]])
+                loss = loss + teacher.loss(x, logits, rehearsed)
         loss.backward()
         times.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
@@ -324,6 +332,7 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
              f"dropped: {', '.join(dropped) or 'none'}",
              f"- trained: `{lineage['trainable']}` ({lineage['parameters_trained']:,} parameters), "
              f"{lineage['epochs']} epochs in {lineage['precision']}{_budget_text(lineage['budget'])}, "
+             f"{'mirrored clips relabelled by name, ' if lineage['flip'] == 'mirror' else ''}"
              f"learning rate {lineage['lr']} "
              f"(the classifier's x{lineage['head_lr_scale']})",
              "", "## Data", ""]
@@ -333,7 +342,9 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
     if lineage.get("rehearsal"):
         r = lineage["rehearsal"]
         lines.append(f"- rehearsal (against forgetting the base's classes): {len(r['trials'])} trials of the train "
-                     f"split of `{r['folder']}`, {r['share']:g}x the user's windows in every epoch")
+                     f"split of `{r['folder']}`, {r['share']:g}x the user's windows in every epoch"
+                     + (f", taught the base's own answers too (distillation weight {r['distill']:g})"
+                        if r.get("distill") else ""))
     lines += ["", "## Held-out takes (the last take of each class)", ""]
     if "clip_accuracy" in metrics:
         lines.append(f"Clip accuracy **{100 * metrics['clip_accuracy']:.1f} %** of {metrics['clips']} clips "

@@ -193,11 +193,12 @@ class Checkpoint:
 
 
 def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | None = None, progress=True,
-          model=None) -> dict:
+          model=None, teacher=None) -> dict:
     """Train; returns the final metrics. Writes metrics.jsonl, last.pt and best.safetensors to ``settings.out``.
 
     ``model``: an initialised model to train instead of building ``settings.model`` (fine-tuning; its parameters
-    with ``requires_grad`` off stay as they are)."""
+    with ``requires_grad`` off stay as they are). ``teacher``: a ``distill.Teacher`` whose answers the rehearsal
+    clips are also taught (fine-tuning)."""
     from safetensors.torch import save_file
 
     from evapp.engine.loading import load_weights_into
@@ -244,7 +245,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    flip = RandomFlip(settings.flip) if settings.flip != "none" else None
+    flip = RandomFlip(settings.flip, cfg.class_names) if settings.flip != "none" else None
     wide = SNNAugmentWide() if settings.augment else None
     mixup = Mixup(0.5, 0.5, settings.label_smoothing) if settings.mixup else None
     mixup_epochs = math.ceil(settings.mixup_until * settings.epochs)
@@ -298,6 +299,10 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
                         loss = torch.sum(-target.to(device) * F.log_softmax(logits.float(), -1), -1).mean()
                     else:
                         loss = F.cross_entropy(logits.float(), y.to(device), label_smoothing=settings.label_smoothing)
+                    if teacher is not None:  # fine-tuning: the base's own answers on its own (rehearsal) clips
+                        rehearsed = torch.tensor([w.trial >= (prepared.rehearsal_from or len(prepared.train))
+                                                  for w in batch])
+                        loss = loss + teacher.loss(xb.transpose(0, 1).to(device), logits, rehearsed.to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

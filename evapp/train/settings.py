@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FLIPS = ("none", "paper", "mirror")  # horizontal flips while training (evapp/train/augment.py RandomFlip)
 TRAINABLE = ("head", "last", "deep", "all")  # what `evapp finetune --train` trains
 PRECISIONS = ("auto", "fp32", "bf16")  # the arithmetic of a training step on the CPU
 
@@ -25,7 +26,7 @@ class TrainSettings:
     objective: str = "clips"  # or "stream"
     stream_length: int = 32
     windows_per_gesture: int = 4
-    flip: str = "none"  # none | paper | mirror
+    flip: str = "none"  # FLIPS
     augment: bool = True
     mixup: bool = True
     mixup_until: float = 0.37  # fraction of epochs with mixup (official: 75 of 202)
@@ -63,7 +64,9 @@ class FinetuneSettings:
     rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
     rehearse_trials: int = 15  # of its train split, evenly spaced
     rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
+    distill: float = 1.0  # the weight of the base's own answers on the rehearsal clips (0: hard labels only)
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
     precision: str = "auto"  # bf16 where the CPU multiplies bfloat16 natively (PRECISIONS)
+    flip: str = "mirror"  # as the shipped models were trained: a mirrored take teaches its mirror class
