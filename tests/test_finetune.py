@@ -104,7 +104,7 @@ def test_finetune_writes_a_complete_artifact_and_the_loss_falls(tuned):
     assert 0 <= artifact.metrics["clip_accuracy"] <= 1 and len(artifact.metrics["per_class_accuracy"]) == 3
     card = (out / "README.md").read_text()
     assert "new: arm_roll" in card and "dropped: left_hand_wave" in card and "confusion.png" in card
-    assert lineage["flip"] == "mirror" and "mirrored clips relabelled by name" in card
+    assert lineage["flip"] == "none" and "mirrored" not in card
     assert (out / "confusion.png").stat().st_size > 1000
     assert artifact.decoder["idle_below_fps"] >= 0 and "idle_floor_fps" in artifact.decoder
 
@@ -238,7 +238,7 @@ def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, c
     out = root / "models" / "rehearsed"
     assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(out),
                  "--epochs", "4", "--lr", "3e-3", "--threads", "1", "--rehearse", str(root / "rehearse"),
-                 "--rehearse-share", "2"]) == 0
+                 "--rehearse-share", "2", "--distill", "1", "--flip", "mirror"]) == 0
     assert json.loads(capsys.readouterr().out)["rehearsal_trials"] == 2
     artifact = read_artifact(out)
     steps = [h["step"] for h in artifact.training["history"]]
@@ -246,8 +246,10 @@ def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, c
     assert steps[0] == (own_windows + 2 * own_windows) // 16  # and twice as many rehearsal windows, batches of 16
     assert artifact.training["finetune"]["rehearsal"]["trials"] == ["user01_led.aedat", "user02_led.aedat"]
     assert "rehearsal (against forgetting the base's classes): 2 trials" in (out / "README.md").read_text()
-    assert artifact.training["finetune"]["rehearsal"]["distill"] == 1.0  # the default: the base's answers too
-    assert "distillation weight 1" in (out / "README.md").read_text()
+    lineage = artifact.training["finetune"]
+    assert lineage["rehearsal"]["distill"] == 1.0 and lineage["flip"] == "mirror"
+    card = (out / "README.md").read_text()
+    assert "distillation weight 1" in card and "mirrored clips relabelled by name" in card
 
 
 def test_distillation_teaches_the_base_answers_over_the_shared_classes_on_rehearsal_clips_only():

@@ -64,9 +64,9 @@ class FinetuneSettings:
     rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
     rehearse_trials: int = 15  # of its train split, evenly spaced
     rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
-    distill: float = 1.0  # the weight of the base's own answers on the rehearsal clips (0: hard labels only)
+    distill: float = 0.0  # the weight of the base's own answers on the rehearsal clips (0: hard labels only)
     seed: int = 0
     threads: int | None = None
     device: str = "cpu"
     precision: str = "auto"  # bf16 where the CPU multiplies bfloat16 natively (PRECISIONS)
-    flip: str = "mirror"  # as the shipped models were trained: a mirrored take teaches its mirror class
+    flip: str = "none"  # or "mirror" (the shipped models' recipe): a mirrored take teaches its mirror class
