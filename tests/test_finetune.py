@@ -287,6 +287,11 @@ def test_rehearsal_refuses_a_folder_that_is_no_dataset(tuned, tmp_path, capsys):
                  str(tmp_path / "x"), "--rehearse", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "nowhere does not exist" in err and "Traceback" not in err
+    assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out",
+                 str(tmp_path / "y"), "--distill", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["evapp: error: --distill teaches the base's answers on the rehearsal clips: give --rehearse "
+                   "DATASET too."]
 
 
 def test_framing_in_worker_processes_gives_the_frames_of_one_process(tuned):

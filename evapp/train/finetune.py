@@ -196,6 +196,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     framed = frame_trials(train_trials + test_trials, spec, T, class_names=names)
     framed_train, framed_test = framed[: len(train_trials)], framed[len(train_trials):]
     _check_enough(framed_train, T, spec)
+    if settings.distill > 0 and not settings.rehearse:
+        raise InputError("--distill teaches the base's answers on the rehearsal clips: give --rehearse DATASET too.")
     rehearsal = []
     if settings.rehearse:  # before the model is built: a wrong folder fails fast
         rehearsal = rehearsal_trials(settings.rehearse, settings.rehearse_trials, spec, T, names)
