@@ -238,7 +238,7 @@ def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, c
     out = root / "models" / "rehearsed"
     assert main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(out),
                  "--epochs", "4", "--lr", "3e-3", "--threads", "1", "--rehearse", str(root / "rehearse"),
-                 "--rehearse-share", "2", "--distill", "1", "--flip", "mirror"]) == 0
+                 "--rehearse-share", "2", "--distill", "1", "--flip", "mirror", "--average", "0.8"]) == 0
     assert json.loads(capsys.readouterr().out)["rehearsal_trials"] == 2
     artifact = read_artifact(out)
     steps = [h["step"] for h in artifact.training["history"]]
@@ -250,6 +250,7 @@ def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, c
     assert lineage["rehearsal"]["distill"] == 1.0 and lineage["flip"] == "mirror"
     card = (out / "README.md").read_text()
     assert "distillation weight 1" in card and "mirrored clips relabelled by name" in card
+    assert lineage["average"] == 0.8 and "moving average of the weights (decay 0.8) validated and kept" in card
 
 
 def test_distillation_teaches_the_base_answers_over_the_shared_classes_on_rehearsal_clips_only():

@@ -216,6 +216,45 @@ def packaged(dataset, tmp_path_factory):
     return out
 
 
+def test_the_weight_average_is_what_is_validated_kept_and_resumed(dataset, tmp_path):
+    """average_decay: the moving average of the weights, not the last step's, is validated and written as the
+    best weights, and a resumed run carries the average on exactly."""
+    train(settings(dataset, tmp_path / "straight", epochs=2, average_decay=0.9), progress=False)
+    train(settings(dataset, tmp_path / "halves", epochs=2, stop_after=1, average_decay=0.9), progress=False)
+    half = torch.load(tmp_path / "halves" / "last.pt", weights_only=True)
+    best = load_file(str(tmp_path / "halves" / "best.safetensors"))  # after one epoch the only one so far
+    assert all(torch.equal(best[k], v) for k, v in half["average"]["model"].items())
+    assert not all(torch.equal(best[k], v) for k, v in half["model"].items() if v.is_floating_point())
+    train(settings(dataset, tmp_path / "halves", epochs=2, average_decay=0.9), resume=True, progress=False)
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "halves" / "last.pt", weights_only=True)
+    assert resumed["average"]["updates"] == straight["average"]["updates"] == straight["step"]
+    assert all(torch.equal(straight["average"]["model"][k], v) for k, v in resumed["average"]["model"].items())
+
+
+def test_the_weight_average_warms_up_its_decay():
+    """After n updates the average moves by 1 - min(decay, (1 + n) / (10 + n)) towards the current weights;
+    integer buffers are copied."""
+    from evapp.train.averaging import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    average.update(model)
+    keep = 2 / 11  # below the decay: the warm-up's
+    expected = keep * start["0.weight"] + (1 - keep) * model[0].weight
+    assert torch.allclose(average.model[0].weight, expected)
+    assert int(average.model[1].num_batches_tracked) == 7
+    for _ in range(20):
+        average.update(model)
+    assert average.updates == 21 and torch.allclose(average.model[0].weight, model[0].weight, atol=1e-5)
+    with pytest.raises(ValueError):
+        WeightAverage(model, decay=1.0)
+
+
 def test_package_writes_an_artifact_with_card_and_preprocessing(packaged):
     artifact = read_artifact(packaged / "models" / "tiny-saformer")
     pre = artifact.preprocessing

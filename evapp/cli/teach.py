@@ -104,11 +104,14 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "distill", "--distill", type=FiniteFloat(min=0, max=100),
                  help="Weight of the base's own answers on the rehearsal clips, against forgetting (0: hard labels "
                       "only).")
+@settings_option(FinetuneSettings, "average", "--average", type=FiniteFloat(min=0, max=0.9999),
+                 help="Validate and keep a moving average of the weights with this decay per step, not the last "
+                      "step's weights (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
 def finetune(base, data_dirs, out_dir, trainable, precision, flip, epochs, minutes, lr, head_lr_scale, rehearse,
-             rehearse_trials, rehearse_share, distill, seed, threads, force) -> None:
+             rehearse_trials, rehearse_share, distill, average, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -121,7 +124,7 @@ def finetune(base, data_dirs, out_dir, trainable, precision, flip, epochs, minut
     settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable=trainable, epochs=epochs, minutes=minutes,
                                 lr=lr, head_lr_scale=head_lr_scale, seed=seed, threads=threads, rehearse=rehearse,
                                 rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision,
-                                flip=flip, distill=distill)
+                                flip=flip, distill=distill, average=average)
     print_json(run_finetune(settings))
 
 

@@ -212,7 +212,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                    mixup=False, seed=settings.seed, device=settings.device,
                                    eval_limit=settings.eval_limit, lr_scales=_head_scale(model, settings),
                                    init=str(base.artifact.folder), rehearse_share=settings.rehearse_share,
-                                   amp=precision == "bf16", flip=settings.flip)
+                                   amp=precision == "bf16", flip=settings.flip, average_decay=settings.average)
     prepared = Prepared(framed_train + rehearsal, framed_test, spec, T,
                         rehearsal_from=len(framed_train) if rehearsal else None)
     teacher = Teacher.of(base.model, names, settings.distill) if rehearsal and settings.distill > 0 else None
@@ -237,6 +237,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": train_settings.epochs,
                "precision": precision, "budget": budget, "flip": settings.flip,
+               "average": settings.average,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
                "rehearsal": {"folder": settings.rehearse, "trials": [t.name for t in rehearsal],
                              "share": settings.rehearse_share, "distill": settings.distill if teacher else 0.0}
@@ -336,7 +337,9 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
              f"{lineage['epochs']} epochs in {lineage['precision']}{_budget_text(lineage['budget'])}, "
              f"{'mirrored clips relabelled by name, ' if lineage['flip'] == 'mirror' else ''}"
              f"learning rate {lineage['lr']} "
-             f"(the classifier's x{lineage['head_lr_scale']})",
+             f"(the classifier's x{lineage['head_lr_scale']})"
+             + (f"; the moving average of the weights (decay {lineage['average']:g}) validated and kept"
+                if lineage.get("average") else ""),
              "", "## Data", ""]
     for f in lineage["data"]:
         lines.append(f"- `{f['folder']}`: {f['takes']} takes, {f['gesture_s']} s of gestures, camera "

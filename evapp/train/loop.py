@@ -30,6 +30,7 @@ from evapp.binning import FrameSpec
 from evapp.errors import InputError
 from evapp.machine import describe_device
 from evapp.train.augment import Mixup, RandomFlip, SNNAugmentWide
+from evapp.train.averaging import WeightAverage
 from evapp.train.data import (
     WINDOW_POSITIONS,
     FramedTrial,
@@ -178,11 +179,12 @@ class Checkpoint:
     def __init__(self, folder: Path):
         self.path = folder / "last.pt"
 
-    def save(self, model, optimizer, scaler, epoch: int, step: int, best: float, settings: TrainSettings) -> None:
+    def save(self, model, optimizer, scaler, epoch: int, step: int, best: float, settings: TrainSettings,
+             average: WeightAverage | None = None) -> None:
         tmp = self.path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best": best,
-                    "settings": asdict(settings)}, tmp)
+                    "settings": asdict(settings), "average": average.state_dict() if average else None}, tmp)
         os.replace(tmp, self.path)  # never a half-written checkpoint
 
     def load(self) -> dict:
@@ -233,6 +235,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")  # bfloat16 needs no scaling
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay, settings.lr_scales), lr=settings.lr,
                                   eps=1e-8)
+    average = WeightAverage(model, settings.average_decay) if settings.average_decay else None
     start_epoch, step, best = 0, 0, -1.0
     if resume:
         state = ckpt.load()
@@ -240,6 +243,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        if average is not None and state.get("average"):
+            average.load_state_dict(state["average"])
         log.info("resumed from %s at epoch %d", ckpt.path, start_epoch)
     net = model
     if world > 1:
@@ -307,6 +312,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update(model)
             step += 1
             seen += len(batch)
             loss_sum += float(loss.detach()) * len(batch)
@@ -321,17 +328,18 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
                   "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1) if correct else None,
                   "elapsed_s": round(time.perf_counter() - started, 1)}
         if rank == 0:
-            result = evaluate_clips(model, prepared.test, T, device, settings.eval_batch_size,
+            kept = average.model if average is not None else model  # what is validated is what is kept
+            result = evaluate_clips(kept, prepared.test, T, device, settings.eval_batch_size,
                                     settings.eval_limit) if prepared.test else {}
             record.update({f"test_{k}": v for k, v in result.items() if k in ("clip_accuracy", "loss", "clips")})
             record["test_per_class_accuracy"] = result.get("per_class_accuracy")
             if result and result["clip_accuracy"] > best:
                 best = result["clip_accuracy"]
-                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                save_file({k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()},
                           str(out / "best.safetensors"))
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            ckpt.save(model, optimizer, scaler, epoch, step, best, settings)
+            ckpt.save(model, optimizer, scaler, epoch, step, best, settings, average)
             log.info("epoch %d: train loss %.4f, test clip accuracy %s", epoch + 1, record["train_loss"],
                      record.get("test_clip_accuracy"))
             final = {**record, "best_test_clip_accuracy": best}
