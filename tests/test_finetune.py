@@ -210,6 +210,23 @@ def test_without_epochs_the_budget_picks_them_from_a_timed_step_that_changes_no_
     assert lineage["budget"]["minutes"] == 1 and result["epochs"] == lineage["epochs"] == lineage["budget"]["epochs"]
     assert len(read_artifact(bud).training["history"]) == result["epochs"] >= 1
     assert "as many as fit in 1 minutes" in (bud / "README.md").read_text()
+    assert lineage["budget"]["planned"] >= 1
+
+
+def test_the_budget_replans_from_the_epochs_own_time():
+    """After each epoch: as many more epochs as fit in what is left of the budget (less the card's held-out
+    check), at the mean time of the epochs so far; none once the budget is spent."""
+    import time
+
+    from evapp.train.finetune import budget_replan
+    from evapp.train.settings import FinetuneSettings
+
+    settings = FinetuneSettings("base", ("takes",), "out", minutes=1)
+    now = time.perf_counter()
+    replan = budget_replan({"card_eval_s": 8.0}, settings, started=now)
+    assert replan(2, 10.0) == 2 + 10  # 60 x 0.97 - 8 = 50.2 s left, at 5 s an epoch
+    assert replan(1, 100.0) == 1  # the epochs so far were slow: stop here
+    assert budget_replan({"card_eval_s": 0.0}, settings, started=now - 70)(3, 30.0) == 3  # spent
 
 
 def test_finetune_refuses_what_is_not_a_collect_folder(tmp_path, capsys):

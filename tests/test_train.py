@@ -232,6 +232,26 @@ def test_the_weight_average_is_what_is_validated_kept_and_resumed(dataset, tmp_p
     assert all(torch.equal(straight["average"]["model"][k], v) for k, v in resumed["average"]["model"].items())
 
 
+def test_a_replan_after_each_epoch_stretches_or_shrinks_the_run_and_its_schedule(dataset, tmp_path):
+    """train's replan (fine-tuning's time budget): asked after every epoch with the epochs done and the time so
+    far; the run goes on to the epochs it answers, the cosine schedule ending where the new total ends."""
+    asked = []
+
+    def three(done, seconds):
+        asked.append((done, seconds > 0))
+        return 3
+
+    final = train(settings(dataset, tmp_path / "longer", epochs=1), progress=False, replan=three)
+    history = [json.loads(line) for line in (tmp_path / "longer" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and asked == [(1, True), (2, True), (3, True)]
+    train(settings(dataset, tmp_path / "planned", epochs=3), progress=False)
+    planned = [json.loads(line) for line in (tmp_path / "planned" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["lr"] for h in history][1:] == [h["lr"] for h in planned][1:]  # from then on, a 3-epoch schedule
+    assert final["epoch"] == 3
+    train(settings(dataset, tmp_path / "shorter", epochs=4), progress=False, replan=lambda done, seconds: 1)
+    assert len((tmp_path / "shorter" / "metrics.jsonl").read_text().splitlines()) == 1  # never fewer than done
+
+
 def test_the_weight_average_warms_up_its_decay():
     """After n updates the average moves by 1 - min(decay, (1 + n) / (10 + n)) towards the current weights;
     integer buffers are copied."""
@@ -293,7 +313,7 @@ def test_fine_tuning_starts_from_given_weights_and_the_card_names_them(packaged,
     card = (tmp_path / "models" / "tuned" / "README.md").read_text()
     assert f"started from `{packaged / 'run'}`, trained by `" in card and "(1 epochs" in card
     # an artifact brings its config and its story too (re-packaging into the same folder replaces the artifact)
-    from evapp.train.loop import starting_weights
+    from evapp.train.run_folder import starting_weights
 
     artifact = starting_weights(str(tmp_path / "models" / "tuned"))
     assert artifact.overrides["T"] == 3 and artifact.lineage["epochs"] == 1
@@ -386,7 +406,7 @@ def test_stream_objective_trains_on_crops_across_gesture_boundaries(dataset, tmp
 
 def test_recorded_command_is_what_a_user_types():
     """run.json names the command as ``evapp ...`` however evapp was started (the card shows it)."""
-    from evapp.train.loop import command_line
+    from evapp.train.run_folder import command_line
 
     args = ["train", "sglformer-3-256", "--data", "my data"]
     assert command_line(["/venv/bin/evapp", *args]) == "evapp train sglformer-3-256 --data 'my data'"

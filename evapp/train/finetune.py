@@ -178,8 +178,9 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     from evapp.engine.artifact import Preprocessing, write_artifact
     from evapp.engine.loading import load
     from evapp.machine import describe_machine
-    from evapp.train.loop import Prepared, command_line, evaluate_clips, train
+    from evapp.train.loop import Prepared, evaluate_clips, train
     from evapp.train.package import idle_rate_threshold, motion_floor, write_figures
+    from evapp.train.run_folder import command_line
     from evapp.train.settings import TrainSettings
 
     started = time.perf_counter()
@@ -222,7 +223,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
         train_settings = dataclasses.replace(train_settings, epochs=budget["epochs"])
         log.info("%d epochs fit in %g minutes (a step takes %.2f s)", budget["epochs"], settings.minutes,
                  budget["step_s"])
-    final = train(train_settings, prepared=prepared, progress=progress, model=model, teacher=teacher)
+    final = train(train_settings, prepared=prepared, progress=progress, model=model, teacher=teacher,
+                  replan=budget_replan(budget, settings, started) if budget else None)
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
@@ -232,10 +234,12 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                          "idle_floor_fps": motion_floor(framed_train)}).to_dict()
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     seconds = round(time.perf_counter() - started, 1)
+    if budget:
+        budget["epochs"] = len(history)
     lineage = {"base": str(base.artifact.folder), "base_classes": list(base.model.cfg.class_names),
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
-               "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": train_settings.epochs,
+               "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": len(history),
                "precision": precision, "budget": budget, "flip": settings.flip,
                "average": settings.average,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
@@ -256,7 +260,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     return {"artifact": str(out), "classes": list(names), "train_takes": len(framed_train),
             "held_out_takes": len(framed_test), "held_out_clip_accuracy": metrics.get("clip_accuracy"),
             "trainable": settings.trainable, "parameters_trained": trained_params, "precision": precision,
-            "epochs": train_settings.epochs, "seconds": seconds,
+            "epochs": len(history), "seconds": seconds,
             "rehearsal_trials": len(rehearsal),
             "decoder": {k: decoder[k] for k in ("idle_below_fps", "idle_floor_fps")}}
 
@@ -303,7 +307,19 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
     left = settings.minutes * 60 * 0.97 - spent_s - sum(times) - eval_s * settings.card_eval_limit
     epochs = int(np.clip(left // max(per_epoch, 1e-6), 1, 500))
     return {"minutes": settings.minutes, "step_s": round(step_s, 3), "steps_per_epoch": steps,
-            "epoch_s": round(per_epoch, 1), "epochs": epochs}
+            "epoch_s": round(per_epoch, 1), "epochs": epochs, "planned": epochs,
+            "card_eval_s": round(eval_s * settings.card_eval_limit, 1)}
+
+
+def budget_replan(budget: dict, settings: FinetuneSettings, started: float):
+    """``train``'s ``replan`` for the time budget: as many epochs as fit in what is left, at the mean time the
+    epochs so far took (a few timed steps misjudge a busy or warming-up machine in either direction)."""
+
+    def replan(done: int, seconds: float) -> int:
+        left = started + settings.minutes * 60 * 0.97 - budget["card_eval_s"] - time.perf_counter()
+        return done + int(max(left, 0.0) // (seconds / done))
+
+    return replan
 
 
 def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
@@ -315,8 +331,11 @@ def _check_enough(trials: list[FramedTrial], T: int, spec) -> None:
 def _budget_text(budget: dict | None) -> str:
     if not budget:
         return ""
-    return (f" (as many as fit in {budget['minutes']:g} minutes: a step took {budget['step_s']:.2f} s, an epoch of "
-            f"{budget['steps_per_epoch']} steps and its held-out check about {budget['epoch_s']:.0f} s)")
+    planned = budget.get("planned", budget["epochs"])
+    return (f" (as many as fit in {budget['minutes']:g} minutes: a timed step took {budget['step_s']:.2f} s, so an "
+            f"epoch of {budget['steps_per_epoch']} steps and its held-out check about {budget['epoch_s']:.0f} s and "
+            f"{planned} epochs planned"
+            + (", re-planned from the epochs' own time after each" if planned != budget["epochs"] else "") + ")")
 
 
 def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, has_confusion: bool, names) -> str:

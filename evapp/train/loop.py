@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from evapp.binning import FrameSpec
 from evapp.errors import InputError
-from evapp.machine import describe_device
 from evapp.train.augment import Mixup, RandomFlip, SNNAugmentWide
 from evapp.train.averaging import WeightAverage
 from evapp.train.data import (
@@ -42,6 +41,7 @@ from evapp.train.data import (
     training_windows,
     window_position,
 )
+from evapp.train.run_folder import Checkpoint, starting_weights, write_run
 from evapp.train.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -173,34 +173,14 @@ def _stream_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float) -> t
     return F.cross_entropy(logits[mask].float(), y[mask], label_smoothing=smoothing)
 
 
-class Checkpoint:
-    """``last.pt`` in the run folder: weights, optimiser, scaler, epoch, best metric, settings."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "last.pt"
-
-    def save(self, model, optimizer, scaler, epoch: int, step: int, best: float, settings: TrainSettings,
-             average: WeightAverage | None = None) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best": best,
-                    "settings": asdict(settings), "average": average.state_dict() if average else None}, tmp)
-        os.replace(tmp, self.path)  # never a half-written checkpoint
-
-    def load(self) -> dict:
-        try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise InputError(f"Cannot resume: {self.path} does not exist.") from None
-
-
 def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | None = None, progress=True,
-          model=None, teacher=None) -> dict:
+          model=None, teacher=None, replan=None) -> dict:
     """Train; returns the final metrics. Writes metrics.jsonl, last.pt and best.safetensors to ``settings.out``.
 
     ``model``: an initialised model to train instead of building ``settings.model`` (fine-tuning; its parameters
     with ``requires_grad`` off stay as they are). ``teacher``: a ``distill.Teacher`` whose answers the rehearsal
-    clips are also taught (fine-tuning)."""
+    clips are also taught (fine-tuning). ``replan``: ``(epochs done, seconds so far) -> epochs in all``, asked after
+    each epoch (fine-tuning's time budget, from the epochs' measured time); the schedule stretches or shrinks to it."""
     from safetensors.torch import save_file
 
     from evapp.engine.loading import load_weights_into
@@ -255,22 +235,24 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     mixup = Mixup(0.5, 0.5, settings.label_smoothing) if settings.mixup else None
     mixup_epochs = math.ceil(settings.mixup_until * settings.epochs)
     steps_per_epoch = _steps_per_epoch(settings, prepared, T, world)
-    total_steps = steps_per_epoch * settings.epochs
+    epochs = settings.epochs
+    total_steps = steps_per_epoch * epochs
     warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
     metrics_path = out / "metrics.jsonl"
     if rank == 0 and not resume:
         metrics_path.unlink(missing_ok=True)
-        _write_run(out, settings, overrides, prepared, device, start.lineage if start else None)
+        density = prepared.frames.mapping(prepared.train[0].geometry).pixels_per_input_px
+        write_run(out, settings, overrides, density, device, world, start.lineage if start else None)
     final: dict = {}
     started = time.perf_counter()
-    last_epoch = settings.epochs if settings.stop_after is None else min(settings.epochs, settings.stop_after)
-    for epoch in range(start_epoch, last_epoch):
+    epoch = start_epoch
+    while epoch < (epochs if settings.stop_after is None else min(epochs, settings.stop_after)):
         windows = _epoch_windows(settings, prepared, T, epoch)
         mine = windows[rank::world][: steps_per_epoch * settings.batch_size]
         net.train()
         last = final.get("test_clip_accuracy")
         held_out = "" if last is None else f", test {100 * last:.1f} %"
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{settings.epochs}{held_out}", progress and rank == 0)
+        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}{held_out}", progress and rank == 0)
         seen, loss_sum, correct = 0, 0.0, 0
         for i in range(steps_per_epoch):
             batch = mine[i * settings.batch_size : (i + 1) * settings.batch_size]
@@ -345,76 +327,15 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             final = {**record, "best_test_clip_accuracy": best}
         if world > 1:
             torch.distributed.barrier()
+        epoch += 1
+        if replan is not None and (planned := max(epoch, replan(epoch, time.perf_counter() - started))) != epochs:
+            log.info("re-planned: %d epochs in all (from %d), after %d", planned, epochs, epoch)
+            epochs, total_steps = planned, steps_per_epoch * planned
     final.setdefault("best_test_clip_accuracy", best)
     final["model_config"] = cfg.to_dict()
     final["framing"] = {**prepared.frames.to_dict(), "T": prepared.T}
     final["train_seconds"] = round(time.perf_counter() - started, 1)
     return final
-
-
-@dataclass
-class StartingWeights:
-    """What ``--init`` names: the weights file, the model config they were trained with (as overrides of the
-    zoo's defaults) and where they came from (for the model card)."""
-
-    path: Path
-    overrides: dict
-    lineage: dict
-
-
-def starting_weights(init: str) -> StartingWeights:
-    """``--init`` takes a weights file, a run folder (its best.safetensors) or an artifact (weights.safetensors).
-    The folder holding the weights says how they were made: a run's run.json or an artifact's config.json (model
-    config, command, epochs and the runs before). A file anywhere else carries neither."""
-    path = Path(init)
-    if path.is_dir():
-        found = [path / name for name in ("best.safetensors", "weights.safetensors") if (path / name).is_file()]
-        if not found:
-            raise InputError(f"{path} holds neither best.safetensors (a run) nor weights.safetensors (an artifact).")
-        path = found[0]
-    folder = path.parent
-    overrides: dict = {}
-    lineage: dict = {"path": str(init)}
-    if (folder / "run.json").is_file():
-        run = json.loads((folder / "run.json").read_text())
-        overrides = dict(run.get("model_overrides", {}))
-        metrics = folder / "metrics.jsonl"
-        history = metrics.read_text().splitlines() if metrics.is_file() else []
-        lineage.update(command=run.get("command", "?"), epochs=len(history),
-                       train_seconds=json.loads(history[-1]).get("elapsed_s") if history else None,
-                       init_from=run.get("init_from"))
-    elif (folder / "config.json").is_file():
-        config = json.loads((folder / "config.json").read_text())
-        overrides = {k: v for k, v in config.get("model", {}).items() if k not in ("name", "arch")}
-        training = config.get("training") or {}
-        if "command" in training:  # kept here too: re-packaging into the same folder replaces that artifact
-            lineage.update(command=training["command"], epochs=training.get("epochs_run"),
-                           train_seconds=training.get("train_seconds"), init_from=training.get("init_from"))
-    return StartingWeights(path, overrides, lineage)
-
-
-def command_line(argv: list[str]) -> str:
-    """The command as a user types it: ``evapp ...`` for the console script, ``python -m evapp`` and ``torchrun
-    -m evapp`` (whose argv[0] is the package's ``__main__.py``); anything else verbatim."""
-    import shlex
-
-    prog = Path(argv[0])
-    if prog.name == "evapp" or (prog.name == "__main__.py" and prog.parent.name == "evapp"):
-        return "evapp " + shlex.join(argv[1:])
-    return shlex.join(argv)
-
-
-def _write_run(out: Path, settings: TrainSettings, overrides: dict, prepared: Prepared, device,
-               init_from: dict | None) -> None:
-    """run.json: what ``evapp package`` needs to rebuild the model and write its card."""
-    import sys
-
-    first = prepared.train[0]
-    density = prepared.frames.mapping(first.geometry).pixels_per_input_px
-    run = {"command": command_line(sys.argv), "settings": asdict(settings), "model_overrides": overrides,
-           "machine": describe_device(device),
-           "px_per_input_px": density, "world_size": _dist()[1], "init_from": init_from}
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
 
 def _epoch_windows(settings: TrainSettings, prepared: Prepared, T: int, epoch: int) -> list[Window]:
