@@ -65,7 +65,7 @@ class FinetuneSettings:
     rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
     rehearse_trials: int = 15  # of its train split, evenly spaced
     rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
-    average: float = 0.0  # the decay of the moving average of the weights validated and kept (0: the weights)
+    average: float = 0.98  # the decay of the moving average of the weights validated and kept (0: the weights)
     distill: float = 0.0  # the weight of the base's own answers on the rehearsal clips (0: hard labels only)
     seed: int = 0
     threads: int | None = None
