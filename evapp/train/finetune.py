@@ -304,11 +304,17 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
         model.train()
     step_s = min(times[1:])
     per_epoch = steps * step_s + eval_s * (train_settings.eval_limit or 0)
-    left = settings.minutes * 60 * 0.97 - spent_s - sum(times) - eval_s * settings.card_eval_limit
+    card_eval_s = eval_s * settings.card_eval_limit
+    left = _usable_s(settings) - spent_s - sum(times) - card_eval_s
     epochs = int(np.clip(left // max(per_epoch, 1e-6), 1, 500))
     return {"minutes": settings.minutes, "step_s": round(step_s, 3), "steps_per_epoch": steps,
             "epoch_s": round(per_epoch, 1), "epochs": epochs, "planned": epochs,
-            "card_eval_s": round(eval_s * settings.card_eval_limit, 1)}
+            "card_eval_s": round(card_eval_s, 1)}
+
+
+def _usable_s(settings: FinetuneSettings) -> float:
+    """The budget's seconds less a margin for writing the artifact and its figures."""
+    return settings.minutes * 60 * 0.97
 
 
 def budget_replan(budget: dict, settings: FinetuneSettings, started: float):
@@ -316,7 +322,7 @@ def budget_replan(budget: dict, settings: FinetuneSettings, started: float):
     epochs so far took (a few timed steps misjudge a busy or warming-up machine in either direction)."""
 
     def replan(done: int, seconds: float) -> int:
-        left = started + settings.minutes * 60 * 0.97 - budget["card_eval_s"] - time.perf_counter()
+        left = started + _usable_s(settings) - budget["card_eval_s"] - time.perf_counter()
         return done + int(max(left, 0.0) // (seconds / done))
 
     return replan
