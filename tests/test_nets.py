@@ -180,3 +180,22 @@ def test_sliding_logits_match_the_streaming_answers_beyond_the_first_window(name
         model.reset()
         stepped = torch.stack([model.step(frame) for frame in x])
     assert torch.allclose(sliding, stepped, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_max_pool_gives_the_stock_layers_bits(dtype):
+    """The models' MaxPool2d takes another memory layout without a gradient to keep; its answer must not change,
+    ties included (sparse event frames after a convolution are mostly one constant value)."""
+    from evapp.nets.layers import MaxPool2d
+
+    x = synthetic_frames(4, 3, (64, 48), 300, seed=1).flatten(0, 1).to(dtype)
+    x = torch.nn.functional.conv2d(x, torch.randn(8, 2, 3, 3, dtype=dtype), padding=1)
+    ours, stock = MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(3, 2, 1)
+    with torch.no_grad():
+        fast = ours(x)
+    assert fast.is_contiguous() and fast.dtype == dtype
+    assert torch.equal(fast, stock(x))
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours(a).square().sum().backward()
+    stock(b).square().sum().backward()
+    assert torch.equal(a.grad, b.grad)

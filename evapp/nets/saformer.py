@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from ..snn.neurons import LIF
 from .base import MeanHeadClassifier, ModelConfig, register_model, trunc_normal_init
-from .layers import SlidingMean, seq
+from .layers import MaxPool2d, SlidingMean, seq
 
 
 def _lif(th: float = 1.0) -> LIF:
@@ -64,7 +64,7 @@ class ConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
-        self.pool = nn.MaxPool2d(3, 2, 1) if pool else nn.Identity()
+        self.pool = MaxPool2d(3, 2, 1) if pool else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return seq(lambda z: self.pool(self.bn(self.conv(z))), x)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..snn.neurons import LIF
 from ..snn.state import Stateful
 from .base import ModelConfig, SpikingClassifier, register_model, trunc_normal_init
-from .layers import MatMul, seq
+from .layers import MatMul, MaxPool2d, seq
 
 
 class ConvBNLIF(nn.Module):
@@ -43,7 +43,7 @@ class ConvBNLIF(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
-        self.pool = nn.MaxPool2d(3, 2, 1) if pool else nn.Identity()
+        self.pool = MaxPool2d(3, 2, 1) if pool else nn.Identity()
         self.lif = LIF(tau=2.0)
 
     def forward(self, x: Tensor) -> Tensor:
