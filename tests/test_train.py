@@ -233,23 +233,43 @@ def test_the_weight_average_is_what_is_validated_kept_and_resumed(dataset, tmp_p
 
 
 def test_a_replan_after_each_epoch_stretches_or_shrinks_the_run_and_its_schedule(dataset, tmp_path):
-    """train's replan (fine-tuning's time budget): asked after every epoch with the epochs done and the time so
-    far; the run goes on to the epochs it answers, the cosine schedule ending where the new total ends."""
+    """train's replan (fine-tuning's time budget): asked after every epoch but the last planned, with the epochs
+    done and the time so far; the run goes on to the epochs it answers and the learning rate keeps falling."""
     asked = []
 
-    def three(done, seconds):
+    def four(done, seconds):
         asked.append((done, seconds > 0))
-        return 3
+        return 4
 
-    final = train(settings(dataset, tmp_path / "longer", epochs=1), progress=False, replan=three)
+    final = train(settings(dataset, tmp_path / "longer", epochs=2), progress=False, replan=four)
     history = [json.loads(line) for line in (tmp_path / "longer" / "metrics.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [1, 2, 3] and asked == [(1, True), (2, True), (3, True)]
-    train(settings(dataset, tmp_path / "planned", epochs=3), progress=False)
-    planned = [json.loads(line) for line in (tmp_path / "planned" / "metrics.jsonl").read_text().splitlines()]
-    assert [h["lr"] for h in history][1:] == [h["lr"] for h in planned][1:]  # from then on, a 3-epoch schedule
-    assert final["epoch"] == 3
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and asked == [(1, True), (2, True), (3, True)]
+    rates = [h["lr"] for h in history][1:]  # the first epoch ends inside the warm-up
+    assert rates == sorted(rates, reverse=True) and rates[-1] < 0.1 * rates[0]  # near the end of the cosine
+    assert final["epoch"] == 4
     train(settings(dataset, tmp_path / "shorter", epochs=4), progress=False, replan=lambda done, seconds: 1)
     assert len((tmp_path / "shorter" / "metrics.jsonl").read_text().splitlines()) == 1  # never fewer than done
+    ended = []
+    train(settings(dataset, tmp_path / "ended", epochs=1), progress=False, replan=lambda *a: ended.append(a) or 5)
+    assert not ended  # the one planned epoch took the rate to its minimum: nothing left to re-plan
+
+
+def test_a_retargeted_cosine_schedule_neither_jumps_nor_rises():
+    from evapp.train.loop import CosineSchedule
+
+    plain = CosineSchedule(100, 10, 1e-2, 1e-5)
+    stretched = CosineSchedule(100, 10, 1e-2, 1e-5)
+    rates = [stretched.lr(s) for s in range(40)]
+    stretched.retarget(40, 160)  # the budget gives more steps
+    rates += [stretched.lr(s) for s in range(40, 120)]
+    stretched.retarget(120, 130)  # then fewer
+    rates += [stretched.lr(s) for s in range(120, 131)]
+    assert [plain.lr(s) for s in range(41)] == rates[:41]  # the same until the first retarget, that step included
+    after_warmup = rates[10:]
+    assert after_warmup == sorted(after_warmup, reverse=True)
+    biggest_plain_drop = max(plain.lr(s) - plain.lr(s + 1) for s in range(10, 100))
+    assert max(a - b for a, b in zip(after_warmup[:-1], after_warmup[1:], strict=True)) <= biggest_plain_drop * 1.5
+    assert rates[130] == pytest.approx(1e-5) and rates[129] > rates[130]
 
 
 def test_the_weight_average_warms_up_its_decay():

@@ -87,12 +87,33 @@ def _param_groups(model, weight_decay: float, lr_scales: dict[str, float] | None
             for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
-def lr_at(step: int, total: int, warmup: int, base: float, minimum: float) -> float:
-    """Linear warm-up from ``minimum`` to ``base`` over ``warmup`` steps, then cosine down to ``minimum``."""
-    if step < warmup:
-        return minimum + (base - minimum) * step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return minimum + 0.5 * (base - minimum) * (1 + math.cos(math.pi * min(1.0, progress)))
+@dataclass
+class CosineSchedule:
+    """Linear warm-up from ``minimum`` to ``base`` over ``warmup`` steps, then cosine down to ``minimum`` at
+    ``total``. ``retarget`` moves the end (fine-tuning's re-planned budget) without a jump: the cosine's phase
+    reached so far is kept and what is left of it is spread over the steps left, so the rate never rises again."""
+
+    total: int
+    warmup: int
+    base: float
+    minimum: float
+    _from_step: int = 0  # where the phase below was last re-anchored
+    _from_phase: float = 0.0
+
+    def phase(self, step: int) -> float:
+        """0 at the end of the warm-up, 1 at ``total``."""
+        start = max(self._from_step, self.warmup)
+        return min(1.0, self._from_phase + (1 - self._from_phase) * (step - start) / max(1, self.total - start))
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup:
+            return self.minimum + (self.base - self.minimum) * step / max(1, self.warmup)
+        return self.minimum + 0.5 * (self.base - self.minimum) * (1 + math.cos(math.pi * self.phase(step)))
+
+    def retarget(self, step: int, total: int) -> None:
+        if step >= self.warmup:
+            self._from_step, self._from_phase = step, self.phase(step)
+        self.total = total
 
 
 def batch_clips(trials: list[FramedTrial], windows: list[Window], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +201,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     ``model``: an initialised model to train instead of building ``settings.model`` (fine-tuning; its parameters
     with ``requires_grad`` off stay as they are). ``teacher``: a ``distill.Teacher`` whose answers the rehearsal
     clips are also taught (fine-tuning). ``replan``: ``(epochs done, seconds so far) -> epochs in all``, asked after
-    each epoch (fine-tuning's time budget, from the epochs' measured time); the schedule stretches or shrinks to it."""
+    each epoch but the last planned (fine-tuning's time budget, from the epochs' measured time); the rest of the
+    schedule stretches or shrinks to it (``CosineSchedule.retarget``)."""
     from safetensors.torch import save_file
 
     from evapp.engine.loading import load_weights_into
@@ -236,8 +258,8 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     mixup_epochs = math.ceil(settings.mixup_until * settings.epochs)
     steps_per_epoch = _steps_per_epoch(settings, prepared, T, world)
     epochs = settings.epochs
-    total_steps = steps_per_epoch * epochs
-    warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
+    schedule = CosineSchedule(steps_per_epoch * epochs, int(settings.warmup_epochs * steps_per_epoch), settings.lr,
+                              settings.min_lr)
     metrics_path = out / "metrics.jsonl"
     if rank == 0 and not resume:
         metrics_path.unlink(missing_ok=True)
@@ -271,7 +293,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             if wide is not None:
                 xb = wide(xb, gen)
             for group in optimizer.param_groups:
-                group["lr"] = group["lr_scale"] * lr_at(step, total_steps, warmup_steps, settings.lr, settings.min_lr)
+                group["lr"] = group["lr_scale"] * schedule.lr(step)
             with torch.autocast(device.type, enabled=amp):
                 if settings.objective == "stream":
                     loss = _stream_loss(net.module if world > 1 else net, xb.transpose(0, 1).to(device),
@@ -328,9 +350,11 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
         if world > 1:
             torch.distributed.barrier()
         epoch += 1
-        if replan is not None and (planned := max(epoch, replan(epoch, time.perf_counter() - started))) != epochs:
+        if (replan is not None and epoch < epochs  # once the schedule has ended, more epochs would not learn
+                and (planned := max(epoch, replan(epoch, time.perf_counter() - started))) != epochs):
             log.info("re-planned: %d epochs in all (from %d), after %d", planned, epochs, epoch)
-            epochs, total_steps = planned, steps_per_epoch * planned
+            epochs = planned
+            schedule.retarget(step, steps_per_epoch * planned)
     final.setdefault("best_test_clip_accuracy", best)
     final["model_config"] = cfg.to_dict()
     final["framing"] = {**prepared.frames.to_dict(), "T": prepared.T}
