@@ -251,7 +251,7 @@ def test_a_replan_after_each_epoch_stretches_or_shrinks_the_run_and_its_schedule
     assert len((tmp_path / "shorter" / "metrics.jsonl").read_text().splitlines()) == 1  # never fewer than done
     ended = []
     train(settings(dataset, tmp_path / "ended", epochs=1), progress=False, replan=lambda *a: ended.append(a) or 5)
-    assert not ended  # the one planned epoch took the rate to its minimum: nothing left to re-plan
+    assert not ended  # the one planned epoch ran the whole schedule: nothing left to re-plan
 
 
 def test_a_retargeted_cosine_schedule_neither_jumps_nor_rises():
