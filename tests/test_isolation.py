@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evapp.testing import free_port, start_server
+from evapp.sources import open_source
+from evapp.testing import T0_US, free_port, random_stream, start_server
 from tests.conftest import json_lines
 from tests.test_live import count_events
 
@@ -97,6 +98,29 @@ def claims_a_huge_packet(upstream_port: int, valid_packets: int):
             client.sendall(framing + stream.read(int.from_bytes(framing[4:], "little")))
         client.sendall((0).to_bytes(4, "little") + (0x7FFFFFF0).to_bytes(4, "little"))
         garbage(client)
+
+    return behaviour
+
+
+def stamps_one_event_early(upstream_port: int, packets: int, batch: int, first_us: list[int]):
+    """Forward the real server's stream header and first ``packets`` packets, of ``batch`` events each, but in the
+    third one stamp its 100th event at the time of the second packet's first event (``first_us``: each packet's
+    first timestamp): a packet whose events go back in time, and back past the packet before it. Then stay silent.
+    The events sit in a packet uncompressed, 16 bytes each with the timestamp first (dv-processing's Event)."""
+
+    def behaviour(client):
+        upstream = socket.create_connection(("127.0.0.1", upstream_port))
+        stream = upstream.makefile("rb")
+        header = stream.read(4)
+        client.sendall(header + stream.read(int.from_bytes(header, "little")))
+        for k in range(packets):
+            framing = stream.read(8)
+            packet = bytearray(stream.read(int.from_bytes(framing[4:], "little")))
+            if k == 2:
+                at = packet.find(first_us[2].to_bytes(8, "little")) + 100 * 16
+                packet[at : at + 8] = first_us[1].to_bytes(8, "little")
+            client.sendall(framing + packet)
+        silent(client)
 
     return behaviour
 
@@ -236,6 +260,31 @@ def test_a_stream_that_turns_to_garbage_keeps_every_received_event_recorded(tmp_
     summary = json_lines(out)[-1]
     assert summary["type"] == "summary" and summary["recorded_events"] > 0
     assert count_events(rec) == summary["recorded_events"] >= summary["events_total"]  # finalised, nothing lost
+
+
+def test_a_packet_whose_events_go_back_in_time_is_recorded_whole_and_counted(tmp_path):
+    """dv-processing hands on a packet's events as they are; a store (the recorder's) takes them in time order only."""
+    upstream, n, batch = free_port(), 40_000, 5000
+    server = start_server(upstream, n, seed=3, batch=batch)
+    firsts = [int(t) for t in random_stream(n, 640, 480, seed=3, t0=T0_US)["timestamp"][::batch]]
+    peer = Peer(stamps_one_event_early(upstream, n // batch, batch, firsts))
+    rec, err_path = tmp_path / "take.aedat4", tmp_path / "err"
+    try:
+        live = recording_live(peer.port, rec, err_path)
+        wait_until(lambda: "stamped earlier" in err_path.read_text())
+        took = interrupt(live, 1.0)
+        out = live.stdout.read()
+    finally:
+        server.kill()
+        peer.close()
+    assert live.returncode == 130 and took < 2.0, (took, err_path.read_text())
+    summary = json_lines(out)[-1]
+    assert summary["recorded_events"] == count_events(rec) == n, (summary, err_path.read_text())
+    assert summary["events_total"] == n and summary["events_time_clamped"] == 1  # the one event stamped early
+    source = open_source(rec)
+    recorded = np.concatenate(list(source.batches()))["timestamp"]
+    source.close()
+    assert recorded[2 * batch + 100] == recorded[2 * batch + 99]  # kept, at the time of the event before it
 
 
 def test_bench_live_reader_compares_the_child_with_the_in_process_reader(capfd):

@@ -216,12 +216,14 @@ class IsolatedNetworkSource(LiveSource):
                 raise SourceLost(pickle.loads(payload)[1])
 
     def _received(self, batch: np.ndarray) -> np.ndarray | None:
-        """The recorder and the noise filter see stores, made from the batch exactly as it arrived."""
+        """The recorder and the noise filter see stores made from the batch as it arrived (in time order, see
+        ``to_event_store``); unfiltered, the batch itself goes on, so that ``batches`` counts its clamped events."""
         if not self.store_hooks and self.store_filter is None:
             return batch
         from evapp.sources.stores import to_event_store
 
-        return self._deliver(to_event_store(batch))
+        delivered = self._deliver(to_event_store(batch))
+        return batch if self.store_filter is None else delivered
 
     def describe(self) -> str:
         return self.spec
