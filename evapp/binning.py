@@ -38,9 +38,17 @@ class Region:
         return f"{self.x},{self.y},{self.w},{self.h}"
 
 
-def default_region(geometry: SensorGeometry) -> Region:
-    """The centred square of side min(width, height): a 640x480 DVXplorer gives its central 480x480."""
-    side = min(geometry.width, geometry.height)
+VIEWS = ("centre", "whole")
+
+
+def default_region(geometry: SensorGeometry, view: str = "centre") -> Region:
+    """The square a model sees of a sensor. ``centre``: the centred square of side min(width, height), a
+    640x480 DVXplorer gives its central 480x480. ``whole``: the centred square of side max(width, height),
+    letterboxed, so nothing at the sensor's edges is cut off (a 320x240 sensor gives 0,-40,320,320; the rows
+    past the sensor stay empty). Both are the same square on a square sensor."""
+    if view not in VIEWS:
+        raise InputError(f"View '{view}' is not one of {', '.join(VIEWS)}.")
+    side = (min if view == "centre" else max)(geometry.width, geometry.height)
     return Region((geometry.width - side) // 2, (geometry.height - side) // 2, side, side)
 
 
@@ -68,19 +76,22 @@ class SensorMapping:
         self.height, self.width = input_size
         self.region = region or default_region(geometry)
         r = self.region
-        if r.w <= 0 or r.h <= 0 or r.x < 0 or r.y < 0 or r.x + r.w > geometry.width or r.y + r.h > geometry.height:
-            raise InputError(f"Region {r} does not lie inside the {geometry.width}x{geometry.height} sensor.")
+        W, H = geometry.width, geometry.height
+        if r.w <= 0 or r.h <= 0 or r.x >= W or r.y >= H or r.x + r.w <= 0 or r.y + r.h <= 0:
+            raise InputError(f"Region {r} does not overlap the {W}x{H} sensor.")
         if r.w < self.width or r.h < self.height:
             raise InputError(f"Region {r} is smaller than the {self.width}x{self.height} model input.")
         self.bins = 2 * self.height * self.width  # the trash bin is index ``bins``
+        # A region may reach past the sensor (the ``whole`` view's letterbox): only sensor pixels get entries.
+        xs = np.arange(max(r.x, 0), min(r.x + r.w, W))
         self.col_table = np.full(1 << 16, self._OUTSIDE, dtype=np.intp)
-        self.col_table[r.x : r.x + r.w] = np.arange(r.w) * self.width // r.w
-        rows = np.arange(r.h) * self.height // r.h
+        self.col_table[xs] = (xs - r.x) * self.width // r.w
+        ys = np.arange(max(r.y, 0), min(r.y + r.h, H))
+        rows = (ys - r.y) * self.height // r.h
         self.row_table = np.full(1 << 16, self._OUTSIDE, dtype=np.intp)
-        ys = np.arange(r.y, r.y + r.h)
         self.row_table[2 * ys] = rows * self.width
         self.row_table[2 * ys + 1] = (rows + self.height) * self.width
-        self.covers_sensor = r.w == geometry.width and r.h == geometry.height
+        self.covers_sensor = r.x <= 0 and r.y <= 0 and r.x + r.w >= W and r.y + r.h >= H
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -125,7 +136,9 @@ class FrameSpec:
     denser sensor is thinned (None: no reference, keep every event). ``binned_size`` (None for evapp's own
     models: events are counted straight into input pixels, block sums): count at this size, then resize to
     ``input_size`` bilinearly with antialiasing, as SpikingResformer's official input pipeline does
-    (torchvision ``Resize(64, antialias=True)`` on 128x128 count frames).
+    (torchvision ``Resize(64, antialias=True)`` on 128x128 count frames). ``view`` is the region of a sensor
+    the input shows when no ``--region`` is given (:func:`default_region`): ``centre`` for every model trained on
+    square sensors, ``whole`` where fine-tuning on a wide sensor found gestures reaching past its centred square.
     """
 
     input_size: tuple[int, int]
@@ -133,6 +146,7 @@ class FrameSpec:
     mode: str = "count"
     reference_px_per_input_px: float | None = None
     binned_size: tuple[int, int] | None = None
+    view: str = "centre"
 
     def __post_init__(self) -> None:
         size = self.input_size
@@ -143,10 +157,16 @@ class FrameSpec:
             raise ValueError(f"framing mode must be one of {', '.join(FRAMING_MODES)}, not {self.mode!r}")
         if self.binned_size is not None:
             object.__setattr__(self, "binned_size", (int(self.binned_size[0]), int(self.binned_size[1])))
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {self.view!r}")
+
+    def region(self, geometry: SensorGeometry) -> Region:
+        """The sensor region this spec maps onto the input when no region is given: its ``view`` of the sensor."""
+        return default_region(geometry, self.view)
 
     def mapping(self, geometry: SensorGeometry, region: Region | None = None) -> SensorMapping:
         """Sensor pixels to the pixels events are counted in (``binned_size`` where set, else the input)."""
-        return SensorMapping(geometry, self.binned_size or self.input_size, region)
+        return SensorMapping(geometry, self.binned_size or self.input_size, region or self.region(geometry))
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -179,6 +199,8 @@ class FrameSpec:
                "framing": self.mode, "reference_px_per_input_px": self.reference_px_per_input_px}
         if self.binned_size is not None:
             out["binned_size"] = list(self.binned_size)
+        if self.view != "centre":
+            out["view"] = self.view
         return out
 
 

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evapp.binning import FixedCountBinner, Region, SensorMapping, default_region
+from evapp.binning import FixedCountBinner, FrameSpec, Region, SensorMapping, default_region
 from evapp.errors import InputError
 from evapp.events import SensorGeometry, make_events
 from evapp.testing import random_stream
@@ -98,7 +98,7 @@ def test_corrupt_coordinates_fall_outside_instead_of_aliasing():
     assert mapping.keys(events).tolist() == [mapping.bins] * 3
 
 
-@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "0,0,700,480", "600,0,100,100", "0,0,64,64"])
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "640,0,480,480", "0,-480,480,480", "0,0,64,64"])
 def test_bad_regions_are_refused(text):
     with pytest.raises(InputError):
         SensorMapping(SensorGeometry(640, 480), 128, Region.parse(text))
@@ -141,3 +141,32 @@ def test_thinning_keeps_an_even_fraction_and_accounts_for_every_event(keep):
     parts = [split.push(events[a:b]) for a, b in [(0, 777), (777, 50_000), (50_000, 200_000)]]
     assert np.array_equal(np.concatenate([p.counts for p in parts]), frames.counts)
     assert np.array_equal(np.concatenate([p.t_end_us for p in parts]), frames.t_end_us)
+
+
+def test_the_whole_view_letterboxes_a_wide_sensor_so_its_edges_reach_the_input():
+    geometry = SensorGeometry(320, 240)  # a DVXplorer Lite
+    assert default_region(geometry, "whole") == Region(0, -40, 320, 320)
+    assert default_region(SensorGeometry(128, 128), "whole") == default_region(SensorGeometry(128, 128))
+    mapping = FrameSpec((128, 128), 1000, view="whole").mapping(geometry)
+    assert mapping.region == Region(0, -40, 320, 320) and mapping.covers_sensor
+    # The sensor's corners (cut off by the centre view) land on the letterboxed input; 2.5 sensor px per input px.
+    events = make_events([0, 1, 2, 3], [0, 319, 0, 160], [0, 239, 239, 120], [0, 1, 0, 0])
+    keys = mapping.keys(events)
+    rows, cols = (keys % (128 * 128)) // 128, keys % 128
+    assert rows.tolist() == [16, 111, 111, 64] and cols.tolist() == [0, 127, 0, 64]
+    assert (keys // (128 * 128)).tolist() == [0, 1, 0, 0]
+    assert FrameSpec((128, 128), 1000).mapping(geometry).keys(events)[:3].tolist() == [mapping.bins] * 3
+    # Every sensor pixel lands inside; the letterbox rows stay empty.
+    xs, ys = np.meshgrid(np.arange(320), np.arange(240))
+    every = make_events(np.zeros(xs.size), xs.ravel(), ys.ravel(), np.zeros(xs.size))
+    counts = np.bincount(mapping.keys(every), minlength=mapping.bins + 1)[: 128 * 128].reshape(128, 128)
+    assert counts.sum() == 320 * 240 and counts[:16].sum() == counts[112:].sum() == 0 and counts[16:112].all()
+
+
+def test_a_region_must_overlap_the_sensor_and_a_view_must_be_known():
+    with pytest.raises(InputError, match="does not overlap the 320x240 sensor"):
+        SensorMapping(SensorGeometry(320, 240), 128, Region(0, 240, 320, 320))
+    with pytest.raises(InputError, match="View 'wide' is not one of centre, whole"):
+        default_region(SensorGeometry(320, 240), "wide")
+    with pytest.raises(ValueError, match="view must be one of"):
+        FrameSpec((128, 128), 1000, view="wide")

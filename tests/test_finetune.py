@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from evapp.binning import FrameSpec
+from evapp.binning import FrameSpec, Region
 from evapp.cli.main import main
 from evapp.collect.protocol import CollectPlan, Take
 from evapp.collect.session import SessionRecord
 from evapp.engine.artifact import Preprocessing, read_artifact, write_artifact
-from evapp.events import GESTURE_CLASSES, LabelInterval
+from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
 from evapp.nets import create_model
 from evapp.simulate.sequence import render_performance
 from evapp.sources.aedat3 import write_class_names, write_labels_csv
 from evapp.sources.aedat4 import write_aedat4
+from evapp.testing import random_stream
 from evapp.train.finetune import adapted_model, classifier
 from tests.conftest import json_lines
 
@@ -105,6 +106,7 @@ def test_finetune_writes_a_complete_artifact_and_the_loss_falls(tuned):
     card = (out / "README.md").read_text()
     assert "new: arm_roll" in card and "dropped: left_hand_wave" in card and "confusion.png" in card
     assert lineage["flip"] == "none" and "mirrored" not in card
+    assert artifact.preprocessing.frames.view == lineage["view"] == "whole" and "`whole` view" in card
     assert (out / "confusion.png").stat().st_size > 1000
     assert artifact.decoder["idle_below_fps"] >= 0 and "idle_floor_fps" in artifact.decoder
 
@@ -122,6 +124,19 @@ def test_the_tuned_artifact_runs_with_its_classes_in_eval_stream_and_replay(tune
     lines = json_lines(capsys.readouterr().out)
     shown = {x["decision"]["class_name"] for x in lines if x.get("type") == "prediction"}
     assert shown <= set(DATA_CLASSES) | {"idle"} and lines[-1]["type"] == "summary"
+
+
+def test_the_tuned_artifact_sees_all_of_a_wide_sensor_where_its_base_saw_the_centre(tuned, capsys):
+    root, out = tuned
+    wide = root / "wide.aedat4"
+    write_aedat4(wide, random_stream(60_000, 320, 240, seed=5), SensorGeometry(320, 240))  # a DVXplorer Lite
+    summaries = {}
+    for model in (out, root / "models" / "tiny-base"):
+        assert main(["replay", str(wide), "--model", str(model), "--headless", "--max-speed"]) == 0
+        summaries[model.name] = json_lines(capsys.readouterr().out)[-1]
+    assert summaries["mine"]["region"] == "0,-40,320,320" and summaries["mine"]["events_outside_region"] == 0
+    assert summaries["tiny-base"]["region"] == "40,0,240,240"
+    assert 0.2 < summaries["tiny-base"]["events_outside_region"] / 60_000 < 0.3  # a quarter of the width is cut
 
 
 def test_eval_stream_scores_a_class_the_model_does_not_know_as_missed(tuned, monkeypatch, capsys):
@@ -378,6 +393,8 @@ def test_the_tuned_artifact_runs_in_the_window_with_its_classes(tuned, qtbot):
         qtbot.waitUntil(lambda: win.predictions_shown > 0, timeout=20_000)
         assert list(win.bars.names) == list(DATA_CLASSES)
         assert win.last_prediction.decision.class_name in (*DATA_CLASSES, "idle")
+        win.set_region(None)  # right-click: the model's own view, drawn where the binner maps from
+        assert win.view.region == pipeline.frame_spec.region(source.geometry) == Region(0, 0, 128, 128)
     finally:
         win.close()
         pipeline.close()

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from evapp.binning import VIEWS
 from evapp.cli.options import FiniteFloat, model_options, settings_option
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
@@ -85,6 +86,9 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
                  help="mirror: half the clips are mirrored and relabelled by name (right <-> left, clockwise <-> "
                       "counter_clockwise; a name without a side is its own mirror; a class whose mirror name is not "
                       "in the list is never flipped).")
+@settings_option(FinetuneSettings, "view", "--view", type=click.Choice(VIEWS),
+                 help="What of the sensor the input shows: whole (all of it, letterboxed into a square, so a "
+                      "gesture at a wide sensor's edge is seen) or centre (its centred square, as the base saw).")
 @settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500),
                  help="Epochs (default: as many as fit in --minutes, from a timed training step).")
 @settings_option(FinetuneSettings, "minutes", "--minutes", type=FiniteFloat(min=0.5, max=1440),
@@ -110,7 +114,7 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
-def finetune(base, data_dirs, out_dir, trainable, precision, flip, epochs, minutes, lr, head_lr_scale, rehearse,
+def finetune(base, data_dirs, out_dir, trainable, precision, flip, view, epochs, minutes, lr, head_lr_scale, rehearse,
              rehearse_trials, rehearse_share, distill, average, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
@@ -124,7 +128,7 @@ def finetune(base, data_dirs, out_dir, trainable, precision, flip, epochs, minut
     settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable=trainable, epochs=epochs, minutes=minutes,
                                 lr=lr, head_lr_scale=head_lr_scale, seed=seed, threads=threads, rehearse=rehearse,
                                 rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision,
-                                flip=flip, distill=distill, average=average)
+                                flip=flip, view=view, distill=distill, average=average)
     print_json(run_finetune(settings))
 
 

@@ -46,6 +46,8 @@ class Preprocessing:
                "class_names": list(self.class_names), "reference_px_per_input_px": f.reference_px_per_input_px}
         if f.binned_size is not None:
             out["binned_size"] = list(f.binned_size)
+        if f.view != "centre":
+            out["view"] = f.view
         return out
 
     @classmethod
@@ -53,7 +55,7 @@ class Preprocessing:
         binned = d.get("binned_size")
         frames = FrameSpec(tuple(d["input_size"]), int(d["events_per_frame"]), d.get("framing", "count"),
                            _optional_float(d.get("reference_px_per_input_px", 1.0)),
-                           tuple(binned) if binned is not None else None)
+                           tuple(binned) if binned is not None else None, d.get("view", "centre"))
         return cls(frames, int(d["T"]), tuple(d["class_names"]), int(d.get("polarity_channels", 2)))
 
 

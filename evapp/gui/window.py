@@ -19,7 +19,6 @@ from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
 from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QWidget
 
-from evapp.binning import default_region
 from evapp.errors import EvappError
 from evapp.gui.controls import build_controls
 from evapp.gui.labelling import CLASS_KEYS, LabellingControl
@@ -163,7 +162,7 @@ class MainWindow(QMainWindow):
             self.notify(str(exc))
             return
         self._user_region = region
-        self.view.region = region or default_region(self.pipeline.source.geometry)
+        self.view.region = region or self.pipeline.frame_spec.region(self.pipeline.source.geometry)
         self.view.update()
 
     def _apply_model_clicked(self) -> None:

@@ -193,7 +193,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     names = collection.class_names
     train_trials, test_trials = held_out_split(collection)
     pre = base.artifact.preprocessing
-    spec, T = pre.frames, pre.T
+    spec, T = dataclasses.replace(pre.frames, view=settings.view), pre.T
     framed = frame_trials(train_trials + test_trials, spec, T, class_names=names)
     framed_train, framed_test = framed[: len(train_trials)], framed[len(train_trials):]
     _check_enough(framed_train, T, spec)
@@ -240,7 +240,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": len(history),
-               "precision": precision, "budget": budget, "flip": settings.flip,
+               "precision": precision, "budget": budget, "flip": settings.flip, "view": settings.view,
                "average": settings.average,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
                "rehearsal": {"folder": settings.rehearse, "trials": [t.name for t in rehearsal],
@@ -369,6 +369,9 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
     for f in lineage["data"]:
         lines.append(f"- `{f['folder']}`: {f['takes']} takes, {f['gesture_s']} s of gestures, camera "
                      f"`{f['camera']}` {'x'.join(map(str, f['geometry']))}")
+    lines.append(f"- the input shows the sensor's `{lineage.get('view', 'centre')}` view "
+                 + ("(its centred square)" if lineage.get("view", "centre") == "centre"
+                    else "(all of it, letterboxed into a square)"))
     if lineage.get("rehearsal"):
         r = lineage["rehearsal"]
         lines.append(f"- rehearsal (against forgetting the base's classes): {len(r['trials'])} trials of the train "

@@ -72,3 +72,4 @@ class FinetuneSettings:
     device: str = "cpu"
     precision: str = "auto"  # bf16 where the CPU multiplies bfloat16 natively (PRECISIONS)
     flip: str = "none"  # or "mirror" (the shipped models' recipe): a mirrored take teaches its mirror class
+    view: str = "whole"  # the sensor region the input shows (binning.VIEWS): whole keeps a wide sensor's edges
