@@ -111,6 +111,26 @@ def test_finetune_writes_a_complete_artifact_and_the_loss_falls(tuned):
     assert artifact.decoder["idle_below_fps"] >= 0 and "idle_floor_fps" in artifact.decoder
 
 
+def test_the_artifact_keeps_the_weight_mix_with_the_base_only_where_the_held_out_takes_allow_it(tuned):
+    from safetensors.torch import load_file
+
+    from evapp.engine.loading import load
+    from evapp.train.interpolate import HELD_OUT_TOLERANCE, interpolated_state
+
+    root, out = tuned
+    mix = read_artifact(out).training["finetune"]["interpolation"]
+    assert mix["alpha"] == 0.8  # the default
+    assert mix["kept"] == (mix["held_out_interpolated"] >= mix["held_out_tuned"] - HELD_OUT_TOLERANCE)
+    base, artifact, trained = load(str(root / "models" / "tiny-base")), load(str(out)), load(str(out))
+    trained.model.load_state_dict(load_file(str(out / "run" / "best.safetensors")))  # the weights training kept
+    expected = interpolated_state(base.model, trained.model, 0.8) if mix["kept"] else trained.model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in artifact.model.state_dict().items())
+    held = read_artifact(out).metrics["clip_accuracy"]
+    assert held == mix["held_out_interpolated" if mix["kept"] else "held_out_tuned"]
+    card = (out / "README.md").read_text()
+    assert ("mixed with the base's weights, 0.8 tuned (WiSE-FT)" in card) == mix["kept"] != ("not kept" in card)
+
+
 def test_the_tuned_artifact_runs_with_its_classes_in_eval_stream_and_replay(tuned, monkeypatch, capsys):
     root, out = tuned
     monkeypatch.setenv("EVAPP_MODELS", str(root / "models"))

@@ -111,11 +111,14 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "average", "--average", type=FiniteFloat(min=0, max=0.9999),
                  help="Validate and keep a moving average of the weights with this decay per step, not the last "
                       "step's weights (0: off).")
+@settings_option(FinetuneSettings, "interpolate", "--interpolate", type=FiniteFloat(min=0, max=1),
+                 help="Mix the tuned weights with the base's, this share tuned (WiSE-FT), against forgetting; kept "
+                      "only if the held-out takes lose at most a point (1: the tuned weights alone).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
 def finetune(base, data_dirs, out_dir, trainable, precision, flip, view, epochs, minutes, lr, head_lr_scale, rehearse,
-             rehearse_trials, rehearse_share, distill, average, seed, threads, force) -> None:
+             rehearse_trials, rehearse_share, distill, average, interpolate, seed, threads, force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -128,7 +131,8 @@ def finetune(base, data_dirs, out_dir, trainable, precision, flip, view, epochs,
     settings = FinetuneSettings(base, tuple(data_dirs), str(out), trainable=trainable, epochs=epochs, minutes=minutes,
                                 lr=lr, head_lr_scale=head_lr_scale, seed=seed, threads=threads, rehearse=rehearse,
                                 rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision,
-                                flip=flip, view=view, distill=distill, average=average)
+                                flip=flip, view=view, distill=distill, average=average,
+                                interpolate=interpolate)
     print_json(run_finetune(settings))
 
 

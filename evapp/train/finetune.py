@@ -178,6 +178,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     from evapp.engine.artifact import Preprocessing, write_artifact
     from evapp.engine.loading import load
     from evapp.machine import describe_machine
+    from evapp.train.interpolate import interpolate_if_harmless
     from evapp.train.loop import Prepared, evaluate_clips, train
     from evapp.train.package import idle_rate_threshold, motion_floor, write_figures
     from evapp.train.run_folder import command_line
@@ -228,8 +229,10 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
-    held = (evaluate_clips(model, framed_test, T, torch.device("cpu"), limit=settings.card_eval_limit)
-            if framed_test else None)
+    held, interpolation = interpolate_if_harmless(
+        model, base.model, settings.interpolate,
+        lambda m: evaluate_clips(m, framed_test, T, torch.device("cpu"), limit=settings.card_eval_limit)
+        if framed_test else None)
     decoder = DecoderSettings.from_dict({**base.artifact.decoder, "idle_below_fps": idle_rate_threshold(framed_train),
                                          "idle_floor_fps": motion_floor(framed_train)}).to_dict()
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -241,7 +244,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": len(history),
                "precision": precision, "budget": budget, "flip": settings.flip, "view": settings.view,
-               "average": settings.average,
+               "average": settings.average, "interpolation": interpolation,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
                "rehearsal": {"folder": settings.rehearse, "trials": [t.name for t in rehearsal],
                              "share": settings.rehearse_share, "distill": settings.distill if teacher else 0.0}
@@ -261,7 +264,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
             "held_out_takes": len(framed_test), "held_out_clip_accuracy": metrics.get("clip_accuracy"),
             "trainable": settings.trainable, "parameters_trained": trained_params, "precision": precision,
             "epochs": len(history), "seconds": seconds,
-            "rehearsal_trials": len(rehearsal),
+            "rehearsal_trials": len(rehearsal), "interpolation": interpolation,
             "decoder": {k: decoder[k] for k in ("idle_below_fps", "idle_floor_fps")}}
 
 
@@ -304,7 +307,7 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
         model.train()
     step_s = min(times[1:])
     per_epoch = steps * step_s + eval_s * (train_settings.eval_limit or 0)
-    card_eval_s = eval_s * settings.card_eval_limit
+    card_eval_s = eval_s * settings.card_eval_limit * (2 if settings.interpolate < 1 else 1)  # tuned and mixed
     left = _usable_s(settings) - spent_s - sum(times) - card_eval_s
     epochs = int(np.clip(left // max(per_epoch, 1e-6), 1, 500))
     return {"minutes": settings.minutes, "step_s": round(step_s, 3), "steps_per_epoch": steps,
@@ -364,7 +367,7 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
              f"learning rate {lineage['lr']} "
              f"(the classifier's x{lineage['head_lr_scale']})"
              + (f"; the moving average of the weights (decay {lineage['average']:g}) validated and kept"
-                if lineage.get("average") else ""),
+                if lineage.get("average") else "") + _interpolation_text(lineage.get("interpolation")),
              "", "## Data", ""]
     for f in lineage["data"]:
         lines.append(f"- `{f['folder']}`: {f['takes']} takes, {f['gesture_s']} s of gestures, camera "
@@ -393,3 +396,14 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
         acc = h.get("test_clip_accuracy")
         lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {'' if acc is None else f'{100 * acc:.1f} %'} |")
     return "\n".join(lines) + "\n"
+
+
+def _interpolation_text(record: dict | None) -> str:
+    if not record or record["alpha"] >= 1.0:
+        return ""
+    tuned, mixed = record.get("held_out_tuned"), record.get("held_out_interpolated")
+    scores = (f" (held-out takes {100 * mixed:.1f} % mixed, {100 * tuned:.1f} % tuned)"
+              if tuned is not None and mixed is not None else "")
+    if record["kept"]:
+        return f"; then mixed with the base's weights, {record['alpha']:g} tuned (WiSE-FT){scores}"
+    return f"; a mix with the base's weights at {record['alpha']:g} cost the held-out takes too much{scores}: not kept"
