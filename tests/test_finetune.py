@@ -69,7 +69,7 @@ def tuned(tmp_path_factory):
     os.environ["EVAPP_MODELS"] = str(root / "models")
     try:
         code = main(["finetune", str(root / "models" / "tiny-base"), "--data", str(root / "takes"), "--out", str(out),
-                     "--epochs", "4", "--lr", "3e-3", "--threads", "1"])
+                     "--epochs", "4", "--lr", "3e-3", "--threads", "1", "--interpolate", "0.8"])
     finally:
         del os.environ["EVAPP_MODELS"]
     assert code == 0
@@ -119,7 +119,7 @@ def test_the_artifact_keeps_the_weight_mix_with_the_base_only_where_the_held_out
 
     root, out = tuned
     mix = read_artifact(out).training["finetune"]["interpolation"]
-    assert mix["alpha"] == 0.8  # the default
+    assert mix["alpha"] == 0.8
     assert mix["kept"] == (mix["held_out_interpolated"] >= mix["held_out_tuned"] - HELD_OUT_TOLERANCE)
     base, artifact, trained = load(str(root / "models" / "tiny-base")), load(str(out)), load(str(out))
     trained.model.load_state_dict(load_file(str(out / "run" / "best.safetensors")))  # the weights training kept

@@ -113,7 +113,7 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
                       "step's weights (0: off).")
 @settings_option(FinetuneSettings, "interpolate", "--interpolate", type=FiniteFloat(min=0, max=1),
                  help="Mix the tuned weights with the base's, this share tuned (WiSE-FT), against forgetting; kept "
-                      "only if the held-out takes lose at most a point (1: the tuned weights alone).")
+                      "only if the held-out takes lose at most a point (1: the tuned weights alone, no mix).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")

@@ -72,5 +72,5 @@ class FinetuneSettings:
     device: str = "cpu"
     precision: str = "auto"  # bf16 where the CPU multiplies bfloat16 natively (PRECISIONS)
     flip: str = "none"  # or "mirror" (the shipped models' recipe): a mirrored take teaches its mirror class
-    interpolate: float = 0.8  # the tuned share of a weight mix with the base (1: the tuned weights alone)
+    interpolate: float = 1.0  # the tuned share of a weight mix with the base (1: the tuned weights alone)
     view: str = "whole"  # the sensor region the input shows (binning.VIEWS): whole keeps a wide sensor's edges
