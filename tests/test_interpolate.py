@@ -69,3 +69,11 @@ def test_alpha_one_or_nothing_held_out_leaves_the_decision_to_the_weights():
     assert metrics is None and record == {"alpha": 1.0, "kept": False}
     metrics, record = interpolate_if_harmless(tuned, base, 0.5, lambda m: None)
     assert metrics is None and record["kept"] is True  # nothing held out: the mix asked for is kept
+
+
+def test_a_weight_training_left_alone_stays_exactly_the_base_weight():
+    base, tuned = models()
+    key = next(k for k, v in tuned.state_dict().items() if torch.is_floating_point(v) and v.dim() == 4)
+    tuned.load_state_dict({**tuned.state_dict(), key: base.state_dict()[key].clone()})  # a frozen convolution
+    for alpha in (0.8, 0.9, 0.3):
+        assert torch.equal(interpolated_state(base, tuned, alpha)[key], base.state_dict()[key])

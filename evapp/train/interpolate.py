@@ -30,10 +30,10 @@ def interpolated_state(base_model, tuned_model, alpha: float) -> dict[str, torch
             rows = tuned.clone()
             for row, name in enumerate(tuned_model.cfg.class_names):
                 if name in base_rows:
-                    rows[row] = alpha * tuned[row] + (1 - alpha) * base_state[key][base_rows[name]]
+                    rows[row] = torch.lerp(base_state[key][base_rows[name]], tuned[row], alpha)
             mixed[key] = rows
         else:
-            mixed[key] = alpha * tuned + (1 - alpha) * base_state[key]
+            mixed[key] = torch.lerp(base_state[key], tuned, alpha)  # a weight training left is left exactly
     return mixed
 
 
