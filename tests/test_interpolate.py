@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from evapp.nets import create_model
-from evapp.train.finetune import adapted_model, classifier
+from evapp.nets.base import classifier
+from evapp.train.finetune import adapted_model
 from evapp.train.interpolate import HELD_OUT_TOLERANCE, interpolate_if_harmless, interpolated_state
 
 BASE = ("hand_clapping", "right_hand_wave", "left_hand_wave")

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..events import GESTURE_CLASSES
 from ..snn.state import reset_state
 
@@ -224,3 +225,11 @@ def calibrate_bn(model: nn.Module, x: Tensor) -> None:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def classifier(model) -> nn.Linear:
+    """The model's classifier: its last Linear layer with one output per class (fine-tuning maps its rows by name)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == model.cfg.num_classes]
+    if not linears:
+        raise InputError(f"{model.cfg.name} has no classifier layer with {model.cfg.num_classes} outputs.")
+    return linears[-1]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from evapp.errors import InputError
+from evapp.nets.base import classifier
 from evapp.train.data import FramedTrial, Trial, evaluation_windows, frame_trials
 from evapp.train.distill import Teacher
 from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
@@ -98,14 +99,6 @@ def rehearsal_trials(root: str, count: int, spec, T: int, names: tuple[str, ...]
         raise InputError(f"--rehearse {root}: its train split labels none of the classes fine-tuned "
                          f"({', '.join(names[:3])}, ...).")
     return framed
-
-
-def classifier(model) -> torch.nn.Linear:
-    """The model's classifier: its last Linear layer with one output per class."""
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.cfg.num_classes]
-    if not linears:
-        raise InputError(f"{model.cfg.name} has no classifier layer with {model.cfg.num_classes} outputs.")
-    return linears[-1]
 
 
 def adapted_model(base_model, class_names: tuple[str, ...]):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from evapp.nets.base import classifier
+
 # The held-out clip accuracy a mix may cost before the tuned weights are kept instead (a fraction, not points).
 HELD_OUT_TOLERANCE = 0.01
 
@@ -16,8 +18,6 @@ HELD_OUT_TOLERANCE = 0.01
 def interpolated_state(base_model, tuned_model, alpha: float) -> dict[str, torch.Tensor]:
     """The tuned model's state mixed with the base's. A classifier row of a class the base has mixes with the base's
     row of the same name; a new class's row, and integer buffers (step counters), are the tuned model's."""
-    from evapp.train.finetune import classifier
-
     base_state, tuned_state = base_model.state_dict(), tuned_model.state_dict()
     head = classifier(tuned_model)
     head_keys = {k for k, p in tuned_model.named_parameters() if any(p is q for q in head.parameters())}
