@@ -40,15 +40,8 @@ class Preprocessing:
     polarity_channels: int = 2
 
     def to_dict(self) -> dict:
-        f = self.frames
-        out = {"input_size": list(f.input_size), "polarity_channels": self.polarity_channels,
-               "events_per_frame": f.events_per_frame, "T": self.T, "framing": f.mode,
-               "class_names": list(self.class_names), "reference_px_per_input_px": f.reference_px_per_input_px}
-        if f.binned_size is not None:
-            out["binned_size"] = list(f.binned_size)
-        if f.view != "centre":
-            out["view"] = f.view
-        return out
+        return {**self.frames.to_dict(), "polarity_channels": self.polarity_channels, "T": self.T,
+                "class_names": list(self.class_names)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:

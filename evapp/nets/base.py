@@ -233,3 +233,9 @@ def classifier(model) -> nn.Linear:
     if not linears:
         raise InputError(f"{model.cfg.name} has no classifier layer with {model.cfg.num_classes} outputs.")
     return linears[-1]
+
+
+def classifier_keys(model) -> set[str]:
+    """The names, in ``model.named_parameters()`` and its state dict, of the classifier's weight and bias."""
+    head = {id(p) for p in classifier(model).parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in head}

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from evapp.errors import InputError
-from evapp.nets.base import classifier
+from evapp.nets.base import classifier, classifier_keys
 from evapp.train.data import FramedTrial, Trial, evaluation_windows, frame_trials
 from evapp.train.distill import Teacher
 from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
@@ -109,7 +109,7 @@ def adapted_model(base_model, class_names: tuple[str, ...]):
     torch.manual_seed(0)  # the new rows' initialisation
     model = create_model(cfg)
     base_head, head = classifier(base_model), classifier(model)
-    head_names = {n for n, p in model.named_parameters() if any(p is q for q in head.parameters())}
+    head_names = classifier_keys(model)
     state = {k: v for k, v in base_model.state_dict().items() if k not in head_names}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert set(missing) == head_names and not unexpected, (missing, unexpected)
@@ -124,8 +124,7 @@ def adapted_model(base_model, class_names: tuple[str, ...]):
 
 def _head_scale(model, settings: FinetuneSettings) -> dict[str, float]:
     """The classifier's parameter names -> ``head_lr_scale``."""
-    head = {id(p) for p in classifier(model).parameters()}
-    return {name: settings.head_lr_scale for name, p in model.named_parameters() if id(p) in head}
+    return dict.fromkeys(classifier_keys(model), settings.head_lr_scale)
 
 
 def set_trainable(model, trainable: str) -> int:

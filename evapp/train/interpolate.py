@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from evapp.nets.base import classifier
+from evapp.nets.base import classifier_keys
 
 # The held-out clip accuracy a mix may cost before the tuned weights are kept instead (a fraction, not points).
 HELD_OUT_TOLERANCE = 0.01
@@ -19,8 +19,7 @@ def interpolated_state(base_model, tuned_model, alpha: float) -> dict[str, torch
     """The tuned model's state mixed with the base's. A classifier row of a class the base has mixes with the base's
     row of the same name; a new class's row, and integer buffers (step counters), are the tuned model's."""
     base_state, tuned_state = base_model.state_dict(), tuned_model.state_dict()
-    head = classifier(tuned_model)
-    head_keys = {k for k, p in tuned_model.named_parameters() if any(p is q for q in head.parameters())}
+    head_keys = classifier_keys(tuned_model)
     base_rows = {name: i for i, name in enumerate(base_model.cfg.class_names)}
     mixed = {}
     for key, tuned in tuned_state.items():
