@@ -18,11 +18,11 @@ from evapp.collect.protocol import CollectPlan, Take
 from evapp.collect.session import SessionRecord
 from evapp.engine.artifact import Preprocessing, read_artifact, write_artifact
 from evapp.events import GESTURE_CLASSES, LabelInterval, SensorGeometry
-from evapp.nets import create_model
+from evapp.nets import calibrate_bn, create_model
 from evapp.simulate.sequence import render_performance
 from evapp.sources.aedat3 import write_class_names, write_labels_csv
 from evapp.sources.aedat4 import write_aedat4
-from evapp.testing import random_stream
+from evapp.testing import random_stream, synthetic_frames
 from evapp.train.finetune import adapted_model, classifier
 from tests.conftest import json_lines
 
@@ -35,6 +35,7 @@ def tiny_base(folder) -> None:
     torch.manual_seed(1)
     model = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
                          input_size=(32, 32), T=T, events_per_frame=N)
+    calibrate_bn(model, synthetic_frames(T, 8, (32, 32), N, seed=1))  # a trained base's statistics are its data's
     frames = FrameSpec((32, 32), N, reference_px_per_input_px=16.0)  # a DVS128 onto 32x32: 4x4 pixels each
     write_artifact(folder, model, Preprocessing(frames, T, BASE_CLASSES), policy="persistent")
 
@@ -170,15 +171,17 @@ def test_eval_stream_scores_a_class_the_model_does_not_know_as_missed(tuned, mon
 
 
 def test_the_default_deep_training_leaves_the_first_two_convolutions_as_the_base_had_them(tuned):
-    """``--train deep`` (the default): the first two convolutions and their norms keep the base's weights, every
-    later layer is trained."""
+    """``--train deep`` (the default): the first two convolutions and their norms, running statistics included,
+    keep the base's weights; every later layer is trained."""
     from safetensors.torch import load_file
 
     root, out = tuned
     base, tuned_weights = (load_file(str(f / "weights.safetensors")) for f in (root / "models" / "tiny-base", out))
-    frozen = [k for k in base if k.startswith(("sps.convs.0.", "sps.convs.1.")) and not k.endswith(
-        ("running_mean", "running_var", "num_batches_tracked"))]
-    assert len(frozen) == 6 and all(torch.equal(base[k], tuned_weights[k]) for k in frozen)
+    frozen = [k for k in base if k.startswith(("sps.convs.0.", "sps.convs.1."))]
+    assert {k.rsplit(".", 1)[1] for k in frozen} >= {"running_mean", "running_var"}
+    assert len(frozen) == 12 and all(torch.equal(base[k], tuned_weights[k]) for k in frozen)
+    moved = [k for k in base if k.startswith("sps.convs.2.") and k.endswith("running_mean")]
+    assert moved and not torch.equal(base[moved[0]], tuned_weights[moved[0]])  # a trained layer's statistics adapt
     trained = ["sps.convs.2.conv.weight", "sps.rpe.conv.weight", "blocks.0.mlp.fc1.conv.weight"]
     assert all(not torch.equal(base[k], tuned_weights[k]) for k in trained)
     assert read_artifact(out).training["finetune"]["trainable"] == "deep"
@@ -418,3 +421,24 @@ def test_the_tuned_artifact_runs_in_the_window_with_its_classes(tuned, qtbot):
     finally:
         win.close()
         pipeline.close()
+
+
+@pytest.mark.parametrize(("trainable", "statistics", "kept"), [("head", "adapt", "all"), ("deep", "adapt", "frozen"),
+                                                               ("deep", "keep", "all"), ("all", "adapt", "none")])
+def test_a_layer_keeps_its_normalisation_statistics_when_frozen_or_asked(trainable, statistics, kept):
+    from evapp.train.finetune import set_trainable
+
+    torch.manual_seed(3)
+    model = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
+                         input_size=(32, 32), T=T, events_per_frame=N)
+    calibrate_bn(model, synthetic_frames(T, 8, (32, 32), N, seed=1))
+    set_trainable(model, trainable, statistics)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("running_mean")}
+    model.train()
+    model(synthetic_frames(T, 4, (32, 32), N, seed=2))
+    after = model.state_dict()
+    frozen = {n.removesuffix(".weight") for n, p in model.named_parameters() if not p.requires_grad}
+    for key, value in before.items():
+        layer = key.removesuffix(".running_mean")
+        keeps = kept == "all" or (kept == "frozen" and layer in frozen)
+        assert torch.equal(value, after[key]) == keeps, key

@@ -10,7 +10,7 @@ from evapp.binning import VIEWS
 from evapp.cli.options import FiniteFloat, model_options, settings_option
 from evapp.errors import InputError, as_input_error
 from evapp.sinks.jsonl import print_json
-from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
+from evapp.train.settings import PRECISIONS, STATISTICS, TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @settings_option(FinetuneSettings, "view", "--view", type=click.Choice(VIEWS),
                  help="What of the sensor the input shows: whole (all of it, letterboxed into a square, so a "
                       "gesture at a wide sensor's edge is seen) or centre (its centred square, as the base saw).")
+@settings_option(FinetuneSettings, "statistics", "--statistics", type=click.Choice(STATISTICS),
+                 help="The normalisation statistics of the trained layers: adapt (they follow the training batches, "
+                      "your takes and the rehearsal clips) or keep (the base's, as a frozen layer always does).")
 @settings_option(FinetuneSettings, "epochs", "--epochs", type=click.IntRange(min=1, max=500),
                  help="Epochs (default: as many as fit in --minutes, from a timed training step).")
 @settings_option(FinetuneSettings, "minutes", "--minutes", type=FiniteFloat(min=0.5, max=1440),
@@ -117,8 +120,9 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training (default: PyTorch's).")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
-def finetune(base, data_dirs, out_dir, trainable, precision, flip, view, epochs, minutes, lr, head_lr_scale, rehearse,
-             rehearse_trials, rehearse_share, distill, average, interpolate, seed, threads, force) -> None:
+def finetune(base, data_dirs, out_dir, trainable, precision, flip, view, statistics, epochs, minutes, lr,
+             head_lr_scale, rehearse, rehearse_trials, rehearse_share, distill, average, interpolate, seed, threads,
+             force) -> None:
     """Fine-tune the artifact BASE on the takes of one or more collect folders and write a new artifact (config,
     weights, model card with its lineage, held-out metrics and a confusion PNG)."""
     from pathlib import Path
@@ -132,7 +136,7 @@ def finetune(base, data_dirs, out_dir, trainable, precision, flip, view, epochs,
                                 lr=lr, head_lr_scale=head_lr_scale, seed=seed, threads=threads, rehearse=rehearse,
                                 rehearse_trials=rehearse_trials, rehearse_share=rehearse_share, precision=precision,
                                 flip=flip, view=view, distill=distill, average=average,
-                                interpolate=interpolate)
+                                interpolate=interpolate, statistics=statistics)
     print_json(run_finetune(settings))
 
 

@@ -6,7 +6,8 @@
   of each class (by take number, over all folders) is held out: it validates each epoch and picks the weights.
 - What is trained (``head``: the classifier; ``last``: the last block and the classifier; ``deep``: all but the
   first two convolutions; ``all``), the precision of a step and the learning rate have defaults measured on the
-  README's newcomer scenario; the epochs are as many as fit the time budget, from a timed step.
+  README's newcomer scenario; the epochs are as many as fit the time budget, from a timed step. A frozen layer keeps
+  its normalisation statistics too (``--statistics keep``: every layer does).
 - The decoder's idle threshold and motion floor are recalibrated on the user's own pauses.
 - The result is a full artifact: config, weights, a model card with the lineage, the held-out metrics and a
   confusion PNG.
@@ -19,6 +20,7 @@ import json
 import logging
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from evapp.errors import InputError
 from evapp.nets.base import classifier, classifier_keys
 from evapp.train.data import FramedTrial, Trial, evaluation_windows, frame_trials
 from evapp.train.distill import Teacher
-from evapp.train.settings import PRECISIONS, TRAINABLE, FinetuneSettings
+from evapp.train.settings import PRECISIONS, STATISTICS, TRAINABLE, FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +129,44 @@ def _head_scale(model, settings: FinetuneSettings) -> dict[str, float]:
     return dict.fromkeys(classifier_keys(model), settings.head_lr_scale)
 
 
-def set_trainable(model, trainable: str) -> int:
+def set_trainable(model, trainable: str, statistics: str = "adapt") -> int:
     """Freeze all but what ``trainable`` names; returns the parameters left to train. ``last``: the classifier and
     the parameters registered after the last block's start (the last quarter of the parameter tensors); ``deep``:
     all but the first two convolutions (with their norms), the layers at the input's full and half resolution,
     which hold most of a step's backward cost and the least person-specific features."""
     if trainable not in TRAINABLE:
         raise InputError(f"--train {trainable!r}: choose one of {', '.join(TRAINABLE)}.")
+    if statistics not in STATISTICS:
+        raise InputError(f"--statistics {statistics!r}: choose one of {', '.join(STATISTICS)}.")
     params = list(model.named_parameters())
     head = {id(p) for p in classifier(model).parameters()}
     keep_from = {"all": 0, "deep": _third_convolution(model), "last": int(len(params) * 0.75),
                  "head": len(params)}[trainable]
     for i, (_, p) in enumerate(params):
         p.requires_grad_(i >= keep_from or id(p) in head)
+    keep_frozen_statistics(model, everywhere=statistics == "keep")
     return sum(p.numel() for _, p in params if p.requires_grad)
+
+
+def keep_frozen_statistics(model, everywhere: bool = False) -> int:
+    """Normalisation layers whose weights are frozen (or all, ``everywhere``) stay in eval mode while training:
+    in training mode a batch norm normalises by the batch and pulls its running statistics toward the batches
+    seen, so a frozen layer would still change, and the base's own data would meet statistics of the user's.
+    Returns the layers kept."""
+    kept = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (
+                everywhere or not any(p.requires_grad for p in module.parameters())):
+            module.train = types.MethodType(_stay_in_eval, module)
+            module.eval()
+            kept += 1
+    return kept
+
+
+def _stay_in_eval(module, mode: bool = True):
+    """``Module.train`` of a layer whose statistics are kept: it stays in eval mode."""
+    module.training = False
+    return module
 
 
 def _third_convolution(model) -> int:
@@ -196,7 +222,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     if settings.rehearse:  # before the model is built: a wrong folder fails fast
         rehearsal = rehearsal_trials(settings.rehearse, settings.rehearse_trials, spec, T, names)
     model = adapted_model(base.model, names)
-    trained_params = set_trainable(model, settings.trainable)
+    trained_params = set_trainable(model, settings.trainable, settings.statistics)
     precision = training_precision(settings.precision, settings.device)
     out = Path(settings.out)
     run_dir = out / "run"
@@ -235,6 +261,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                "data": collection.folders, "command": command_line(sys.argv), "machine": describe_machine(),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": seconds,
                "trainable": settings.trainable, "parameters_trained": trained_params, "epochs": len(history),
+               "statistics": settings.statistics,
                "precision": precision, "budget": budget, "flip": settings.flip, "view": settings.view,
                "average": settings.average, "interpolation": interpolation,
                "lr": settings.lr, "head_lr_scale": settings.head_lr_scale, "base_training": base.artifact.training,
@@ -358,7 +385,9 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
              f"- trained: `{lineage['trainable']}` ({lineage['parameters_trained']:,} parameters), "
              f"{lineage['epochs']} epochs in {lineage['precision']}{_budget_text(lineage['budget'])}, "
              f"{'mirrored clips relabelled by name, ' if lineage['flip'] == 'mirror' else ''}"
-             f"learning rate {lineage['lr']} "
+             + ("the base's normalisation statistics kept in every layer, "
+                if lineage.get("statistics") == "keep" else "")
+             + f"learning rate {lineage['lr']} "
              f"(the classifier's x{lineage['head_lr_scale']})"
              + (f"; the moving average of the weights (decay {lineage['average']:g}) validated and kept"
                 if lineage.get("average") else "") + _interpolation_text(lineage.get("interpolation")),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 FLIPS = ("none", "paper", "mirror")  # horizontal flips while training (evapp/train/augment.py RandomFlip)
 TRAINABLE = ("head", "last", "deep", "all")  # what `evapp finetune --train` trains
 PRECISIONS = ("auto", "fp32", "bf16")  # the arithmetic of a training step on the CPU
+STATISTICS = ("adapt", "keep")  # the trained layers' normalisation statistics while fine-tuning
 
 
 @dataclass
@@ -73,4 +74,5 @@ class FinetuneSettings:
     precision: str = "auto"  # bf16 where the CPU multiplies bfloat16 natively (PRECISIONS)
     flip: str = "none"  # or "mirror" (the shipped models' recipe): a mirrored take teaches its mirror class
     interpolate: float = 1.0  # the tuned share of a weight mix with the base (1: the tuned weights alone)
+    statistics: str = "adapt"  # or "keep": the trained layers' normalisation statistics stay the base's (STATISTICS)
     view: str = "whole"  # the sensor region the input shows (binning.VIEWS): whole keeps a wide sensor's edges
