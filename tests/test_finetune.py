@@ -285,7 +285,8 @@ def test_rehearsal_mixes_the_base_data_in_labelled_by_the_tuned_classes(tuned, c
     write_dataset(root / "rehearse", n_users=3, train_users=2, lightings=("led",), seed=4, gesture_s=0.6,
                   pause_s=0.3, fps=500, split="train")
     spec = read_artifact(plain).preprocessing.frames
-    trials = rehearsal_trials(str(root / "rehearse"), 5, spec, T, DATA_CLASSES)
+    assert [t.name for t in rehearsal_trials(str(root / "rehearse"), 1, spec, T, DATA_CLASSES)] == ["user01_led.aedat"]
+    trials = rehearsal_trials(str(root / "rehearse"), None, spec, T, DATA_CLASSES)  # the default: all of them
     assert [t.name for t in trials] == ["user01_led.aedat", "user02_led.aedat"]
     for trial in trials:  # one labelled gesture per tuned class, each labelled by its own name
         assert sorted(cls for _, _, cls in trial.segments()) == [0, 1, 2]

@@ -105,7 +105,7 @@ def collect(camera, classes_text, takes, take_s, pause_s, countdown_s, seed, out
               help="A dataset folder of the base's own kind of data ('evapp train --data' layouts; for the shipped "
                    "models see the README): its train split is mixed in so the base's classes are not forgotten.")
 @settings_option(FinetuneSettings, "rehearse_trials", "--rehearse-trials", type=click.IntRange(min=1),
-                 help="Trials of --rehearse's train split used (evenly spaced).")
+                 help="Trials of --rehearse's train split used, evenly spaced (default: all).")
 @settings_option(FinetuneSettings, "rehearse_share", "--rehearse-share", type=FiniteFloat(min=0, max=20),
                  help="Rehearsal windows per epoch as a multiple of the windows of your takes.")
 @settings_option(FinetuneSettings, "distill", "--distill", type=FiniteFloat(min=0, max=100),

@@ -85,15 +85,15 @@ def held_out_split(collection: Collection) -> tuple[list[Trial], list[Trial]]:
     return train, test
 
 
-def rehearsal_trials(root: str, count: int, spec, T: int, names: tuple[str, ...]) -> list[FramedTrial]:
-    """``count`` evenly spaced trials of the train split of the dataset at ``root``, framed as the user's takes
-    and labelled by ``names`` (a class the fine-tuned model does not have is left unlabelled)."""
+def rehearsal_trials(root: str, count: int | None, spec, T: int, names: tuple[str, ...]) -> list[FramedTrial]:
+    """``count`` (None: all) evenly spaced trials of the train split of the dataset at ``root``, framed as the user's
+    takes and labelled by ``names`` (a class the fine-tuned model does not have is left unlabelled)."""
     import numpy as np
 
     from evapp.train.data import find_trials
 
     trials = find_trials(root, "train")
-    picks = np.unique(np.linspace(0, len(trials) - 1, min(count, len(trials))).round().astype(int))
+    picks = np.unique(np.linspace(0, len(trials) - 1, min(count or len(trials), len(trials))).round().astype(int))
     started = time.perf_counter()
     framed = frame_trials([trials[i] for i in picks], spec, T, class_names=names, other_classes="unlabelled")
     log.info("framed %d rehearsal trials of %s in %.1f s", len(framed), root, time.perf_counter() - started)

@@ -64,7 +64,7 @@ class FinetuneSettings:
     eval_limit: int = 120  # held-out windows scored after each epoch (evenly spaced)
     card_eval_limit: int = 480  # held-out windows scored for the card (evenly spaced; about 100 per take)
     rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
-    rehearse_trials: int = 15  # of its train split, evenly spaced
+    rehearse_trials: int | None = None  # of its train split, evenly spaced (None: all of them)
     rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
     average: float = 0.98  # the decay of the moving average of the weights validated and kept (0: the weights)
     distill: float = 0.0  # the weight of the base's own answers on the rehearsal clips (0: hard labels only)
