@@ -35,13 +35,13 @@ for seed in 201 202; do
 done
 
 # 3. The simulator's own people (the seed and ranges of the shipped models' training set, architectures.md and the
-# model cards): users 1-5 of its train split to rehearse while fine-tuning, its held-out test split (users 20-24)
+# model cards): its train split (users 1-19) to rehearse while fine-tuning, its held-out test split (users 20-24)
 # to measure forgetting.
 synth=(--dataset --lightings fluorescent,led,natural --gesture-s 3 --pause-s 1 --seed 11 --vary-sensor)
 [ -f "$out/synth128-test/trials_to_test.txt" ] || evapp simulate "$out/synth128-test" "${synth[@]}" --users 24 \
   --train-users 19 --split test > /dev/null
-[ -f "$out/synth128-rehearse/trials_to_train.txt" ] || evapp simulate "$out/synth128-rehearse" "${synth[@]}" \
-  --users 6 --train-users 5 --split train > /dev/null
+[ -f "$out/synth128-train/trials_to_train.txt" ] || evapp simulate "$out/synth128-train" "${synth[@]}" \
+  --users 20 --train-users 19 --split train > /dev/null
 
 # 4. Before and after, for each architecture.
 for arch in "${archs[@]}"; do
@@ -52,7 +52,7 @@ for arch in "${archs[@]}"; do
       "${policy[@]}" --json --confusion "$out/$arch-before-$seed.png" > "$out/$arch-before-$seed.json"
   done
   /usr/bin/time -f "finetune $arch: %e s" evapp finetune "$arch" --data "$out/takes" \
-    --rehearse "$out/synth128-rehearse" --out "$out/models/$arch-newcomer" --force > "$out/$arch-finetune.json"
+    --rehearse "$out/synth128-train" --out "$out/models/$arch-newcomer" --force > "$out/$arch-finetune.json"
   for model in "$arch" "$out/models/$arch-newcomer"; do  # forgetting: the simulator's held-out people
     tag=$(basename "$model")
     [ -s "$out/$tag-synthetic.json" ] || evapp eval "$model" --data "$out/synth128-test" --json \
