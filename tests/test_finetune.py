@@ -31,11 +31,17 @@ DATA_CLASSES = ("right_hand_wave", "arm_roll", "hand_clapping")  # one kept row 
 N, T = 150, 3
 
 
-def tiny_base(folder) -> None:
-    torch.manual_seed(1)
+def tiny_model(seed: int):
+    """A small saformer on 32x32 input whose normalisation statistics are its data's, as a trained base's are."""
+    torch.manual_seed(seed)
     model = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
                          input_size=(32, 32), T=T, events_per_frame=N)
-    calibrate_bn(model, synthetic_frames(T, 8, (32, 32), N, seed=1))  # a trained base's statistics are its data's
+    calibrate_bn(model, synthetic_frames(T, 8, (32, 32), N, seed=1))
+    return model
+
+
+def tiny_base(folder) -> None:
+    model = tiny_model(seed=1)
     frames = FrameSpec((32, 32), N, reference_px_per_input_px=16.0)  # a DVS128 onto 32x32: 4x4 pixels each
     write_artifact(folder, model, Preprocessing(frames, T, BASE_CLASSES), policy="persistent")
 
@@ -429,10 +435,7 @@ def test_the_tuned_artifact_runs_in_the_window_with_its_classes(tuned, qtbot):
 def test_a_layer_keeps_its_normalisation_statistics_when_frozen_or_asked(trainable, statistics, kept):
     from evapp.train.finetune import set_trainable
 
-    torch.manual_seed(3)
-    model = create_model("saformer-2-256", num_classes=3, class_names=BASE_CLASSES, embed_dims=(32,), num_heads=(2,),
-                         input_size=(32, 32), T=T, events_per_frame=N)
-    calibrate_bn(model, synthetic_frames(T, 8, (32, 32), N, seed=1))
+    model = tiny_model(seed=3)
     set_trainable(model, trainable, statistics)
     before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("running_mean")}
     model.train()

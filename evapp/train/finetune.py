@@ -139,28 +139,24 @@ def set_trainable(model, trainable: str, statistics: str = "adapt") -> int:
     if statistics not in STATISTICS:
         raise InputError(f"--statistics {statistics!r}: choose one of {', '.join(STATISTICS)}.")
     params = list(model.named_parameters())
-    head = {id(p) for p in classifier(model).parameters()}
+    head = classifier_keys(model)
     keep_from = {"all": 0, "deep": _third_convolution(model), "last": int(len(params) * 0.75),
                  "head": len(params)}[trainable]
-    for i, (_, p) in enumerate(params):
-        p.requires_grad_(i >= keep_from or id(p) in head)
+    for i, (name, p) in enumerate(params):
+        p.requires_grad_(i >= keep_from or name in head)
     keep_frozen_statistics(model, everywhere=statistics == "keep")
     return sum(p.numel() for _, p in params if p.requires_grad)
 
 
-def keep_frozen_statistics(model, everywhere: bool = False) -> int:
+def keep_frozen_statistics(model, everywhere: bool = False) -> None:
     """Normalisation layers whose weights are frozen (or all, ``everywhere``) stay in eval mode while training:
     in training mode a batch norm normalises by the batch and pulls its running statistics toward the batches
-    seen, so a frozen layer would still change, and the base's own data would meet statistics of the user's.
-    Returns the layers kept."""
-    kept = 0
+    seen, so a frozen layer would still change, and the base's own data would meet statistics of the user's."""
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (
                 everywhere or not any(p.requires_grad for p in module.parameters())):
             module.train = types.MethodType(_stay_in_eval, module)
             module.eval()
-            kept += 1
-    return kept
 
 
 def _stay_in_eval(module, mode: bool = True):
