@@ -56,7 +56,7 @@ def test_a_mix_is_kept_only_while_the_held_out_takes_lose_at_most_the_tolerance(
         seen.append(is_tuned)
         return {"clip_accuracy": 0.9 if is_tuned else 0.9 - loss}
 
-    metrics, record = interpolate_if_harmless(tuned, base, 0.8, held_out)
+    metrics, record = interpolate_if_harmless(tuned, base, 0.8, held_out(tuned), held_out)
     assert seen == [True, False] and record["kept"] is kept and record["alpha"] == 0.8
     final = tuned.state_dict()
     target = expected if kept else tuned_state
@@ -66,9 +66,9 @@ def test_a_mix_is_kept_only_while_the_held_out_takes_lose_at_most_the_tolerance(
 
 def test_alpha_one_or_nothing_held_out_leaves_the_decision_to_the_weights():
     base, tuned = models()
-    metrics, record = interpolate_if_harmless(tuned, base, 1.0, lambda m: None)
+    metrics, record = interpolate_if_harmless(tuned, base, 1.0, None, lambda m: None)
     assert metrics is None and record == {"alpha": 1.0, "kept": False}
-    metrics, record = interpolate_if_harmless(tuned, base, 0.5, lambda m: None)
+    metrics, record = interpolate_if_harmless(tuned, base, 0.5, None, lambda m: None)
     assert metrics is None and record["kept"] is True  # nothing held out: the mix asked for is kept
 
 

@@ -132,7 +132,7 @@ def train(model_name, data, out, resume, sets, artifact_dir, no_progress, downlo
                              model_overrides=_overrides(sets), **settings)
     with as_input_error():
         result = run_training(settings, resume=resume, progress=not no_progress)
-    print_json({"type": "train", **{k: v for k, v in result.items() if k != "model_config"}})
+    print_json({"type": "train", **{k: v for k, v in result.items() if k not in ("model_config", "best_test_result")}})
     if artifact_dir:
         summary = package_run(settings.out, artifact_dir, data=data)
         print_json({"type": "artifact", **summary})

@@ -76,6 +76,40 @@ def atan_surrogate(x: Tensor, alpha: float = 2.0) -> Tensor:
 _SURROGATES = {"sigmoid": (SigmoidSurrogate, 4.0), "atan": (ATanSurrogate, 2.0)}
 
 
+class _ChargeFireSequence(torch.autograd.Function):
+    """A neuron's multi-step charge, fire and detached hard reset over ``[T, ...]`` as one node, for a constant
+    leak ``k`` (v <- v + (x - (v - v_reset)) k): the forward is the neuron's own per-step arithmetic, so the
+    spikes are the same bits; the backward runs the membrane recursion in reverse on whole tensors,
+    dL/dh_t = dL/ds_t g'(h_t - th) + dL/dv_t (1 - s_t), dL/dv_{t-1} = dL/dh_t (1 - k), dL/dx_t = dL/dh_t k,
+    where h is the membrane before the reset (the only tensor kept) and g' the surrogate's derivative."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, v: Tensor, node: BaseNode):
+        h_seq = torch.empty_like(x_seq)
+        for t in range(x_seq.shape[0]):
+            h = node.charge(v, x_seq[t])
+            h_seq[t] = h
+            v = node._reset(h, (h >= node.v_threshold).to(h.dtype))
+        ctx.save_for_backward(h_seq)
+        ctx.node = node
+        return (h_seq >= node.v_threshold).to(x_seq.dtype), v
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor, grad_v: Tensor | None):
+        (h_seq,) = ctx.saved_tensors
+        node = ctx.node
+        k = node.constant_leak
+        above = h_seq - node.v_threshold
+        grad_h = grad_s * node._sg_fn.surrogate_grad(above, node.alpha)
+        if grad_v is None:
+            grad_v = torch.zeros_like(h_seq[0])
+        kept = (above < 0).to(h_seq.dtype)  # 1 - s
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            grad_h[t].addcmul_(grad_v, kept[t])
+            grad_v = grad_h[t] * (1.0 - k)
+        return grad_h * k, None, None
+
+
 class BaseNode(Stateful, nn.Module):
     """Integrate-and-fire skeleton: charge (subclass), fire, detached hard reset.
 
@@ -147,6 +181,10 @@ class BaseNode(Stateful, nn.Module):
 
     def multi_step(self, x_seq: Tensor) -> Tensor:
         v = self._init_v(x_seq[0])
+        if self._fused(x_seq, v):
+            s_seq, self.v = _ChargeFireSequence.apply(x_seq, v, self)
+            self._count(s_seq)
+            return s_seq
         out = []
         for t in range(x_seq.shape[0]):
             v = self.charge(v, x_seq[t])
@@ -160,6 +198,16 @@ class BaseNode(Stateful, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.multi_step(x) if self.step_mode == "m" else self.single_step(x)
+
+    # A constant leak lets a training-time multi-step call run as one autograd node with a hand-written
+    # backward (SpikingJelly's fused multi-step neurons, Fang et al. 2023, do the same on the GPU); the loop of
+    # small autograd nodes it replaces was most of a CPU training step's time. Subclasses with one opt in.
+    constant_leak: float | None = None
+
+    def _fused(self, x_seq: Tensor, v: Tensor) -> bool:
+        return (self.constant_leak is not None and self.detach_reset and torch.is_grad_enabled()
+                and x_seq.requires_grad and not v.requires_grad and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling())
 
     # -- state ----------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -214,6 +262,10 @@ class LIF(BaseNode):
 
     def charge(self, v: Tensor, x: Tensor) -> Tensor:
         return v + (x - (v - self.v_reset)) / self.tau
+
+    @property
+    def constant_leak(self) -> float:
+        return 1.0 / self.tau
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, " + super().extra_repr()

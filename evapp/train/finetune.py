@@ -243,10 +243,13 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     if (run_dir / "best.safetensors").is_file():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
-    held, interpolation = interpolate_if_harmless(
-        model, base.model, settings.interpolate,
-        lambda m: evaluate_clips(m, framed_test, T, torch.device("cpu"), limit=settings.card_eval_limit)
-        if framed_test else None)
+    def held_out_check(m):  # the one that picked the epoch: same windows, same precision
+        with torch.autocast("cpu", enabled=precision == "bf16"):
+            return evaluate_clips(m, framed_test, T, torch.device("cpu"), limit=settings.eval_limit)
+
+    held, interpolation = interpolate_if_harmless(model, base.model, settings.interpolate,
+                                                  final.get("best_test_result"),
+                                                  held_out_check if framed_test else lambda m: None)
     decoder = DecoderSettings.from_dict({**base.artifact.decoder, "idle_below_fps": idle_rate_threshold(framed_train),
                                          "idle_floor_fps": motion_floor(framed_train)}).to_dict()
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -316,7 +319,7 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
     if held:
         model.eval()
         x_held = batch_clips(prepared.test, held, T)[0]
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", enabled=bool(train_settings.amp)):
             model(x_held)  # as for the steps, the first pass pays for the warm-up
             t = time.perf_counter()
             model(x_held)
@@ -324,7 +327,7 @@ def epochs_in_budget(model, prepared, train_settings, settings: FinetuneSettings
         model.train()
     step_s = min(times[1:])
     per_epoch = steps * step_s + eval_s * (train_settings.eval_limit or 0)
-    card_eval_s = eval_s * settings.card_eval_limit * (2 if settings.interpolate < 1 else 1)  # tuned and mixed
+    card_eval_s = eval_s * (train_settings.eval_limit or 0) * (settings.interpolate < 1)  # the mix's check
     left = _usable_s(settings) - spent_s - sum(times) - card_eval_s
     epochs = int(np.clip(left // max(per_epoch, 1e-6), 1, 500))
     return {"minutes": settings.minutes, "step_s": round(step_s, 3), "steps_per_epoch": steps,
@@ -403,7 +406,8 @@ def finetune_card(name: str, cfg, lineage: dict, metrics: dict, history: list, h
     lines += ["", "## Held-out takes (the last take of each class)", ""]
     if "clip_accuracy" in metrics:
         lines.append(f"Clip accuracy **{100 * metrics['clip_accuracy']:.1f} %** of {metrics['clips']} clips "
-                     f"({metrics['held_out_takes']} takes).")
+                     f"({metrics['held_out_takes']} takes; evenly spaced windows scored in {lineage['precision']}, "
+                     "the check that picked the epoch).")
         lines += ["", "| class | accuracy |", "|---|---|"]
         lines += [f"| {n} | {100 * a:.1f} % |" for n, a in zip(names, metrics["per_class_accuracy"], strict=True)]
         lines += figures_markdown(confusion=has_confusion, history=False)

@@ -36,11 +36,12 @@ def interpolated_state(base_model, tuned_model, alpha: float) -> dict[str, torch
     return mixed
 
 
-def interpolate_if_harmless(model, base_model, alpha: float, evaluate) -> tuple[dict | None, dict]:
+def interpolate_if_harmless(model, base_model, alpha: float, tuned: dict | None,
+                            evaluate) -> tuple[dict | None, dict]:
     """Load the mix at ``alpha`` into ``model`` unless the held-out takes (``evaluate(model)``: a metrics dict or
-    None when nothing is held out) lose more than HELD_OUT_TOLERANCE against the tuned weights, which are then put
-    back. Returns the held-out metrics of the weights kept and what was decided, for the lineage."""
-    tuned = evaluate(model)
+    None when nothing is held out) lose more than HELD_OUT_TOLERANCE against the tuned weights (``tuned``: their
+    metrics from the same check), which are then put back. Returns the held-out metrics of the weights kept and
+    what was decided, for the lineage."""
     if alpha >= 1.0:
         return tuned, {"alpha": 1.0, "kept": False}
     tuned_state = {k: v.clone() for k, v in model.state_dict().items()}

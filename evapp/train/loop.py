@@ -238,7 +238,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay, settings.lr_scales), lr=settings.lr,
                                   eps=1e-8)
     average = WeightAverage(model, settings.average_decay) if settings.average_decay else None
-    start_epoch, step, best = 0, 0, -1.0
+    start_epoch, step, best, best_result = 0, 0, -1.0, None
     if resume:
         state = ckpt.load()
         model.load_state_dict(state["model"])
@@ -333,12 +333,13 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
                   "elapsed_s": round(time.perf_counter() - started, 1)}
         if rank == 0:
             kept = average.model if average is not None else model  # what is validated is what is kept
-            result = evaluate_clips(kept, prepared.test, T, device, settings.eval_batch_size,
-                                    settings.eval_limit) if prepared.test else {}
+            with torch.autocast(device.type, enabled=amp):  # the steps' precision: a check to pick weights by
+                result = evaluate_clips(kept, prepared.test, T, device, settings.eval_batch_size,
+                                        settings.eval_limit) if prepared.test else {}
             record.update({f"test_{k}": v for k, v in result.items() if k in ("clip_accuracy", "loss", "clips")})
             record["test_per_class_accuracy"] = result.get("per_class_accuracy")
             if result and result["clip_accuracy"] > best:
-                best = result["clip_accuracy"]
+                best, best_result = result["clip_accuracy"], result
                 save_file({k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()},
                           str(out / "best.safetensors"))
             with open(metrics_path, "a") as f:
@@ -346,7 +347,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
             ckpt.save(model, optimizer, scaler, epoch, step, best, settings, average)
             log.info("epoch %d: train loss %.4f, test clip accuracy %s", epoch + 1, record["train_loss"],
                      record.get("test_clip_accuracy"))
-            final = {**record, "best_test_clip_accuracy": best}
+            final = {**record, "best_test_clip_accuracy": best, "best_test_result": best_result}
         if world > 1:
             torch.distributed.barrier()
         epoch += 1

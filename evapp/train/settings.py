@@ -62,7 +62,6 @@ class FinetuneSettings:
     batch_size: int = 16
     windows_per_gesture: int = 4
     eval_limit: int = 120  # held-out windows scored after each epoch (evenly spaced)
-    card_eval_limit: int = 480  # held-out windows scored for the card (evenly spaced; about 100 per take)
     rehearse: str | None = None  # a dataset folder of the base's own kind of data, mixed in against forgetting
     rehearse_trials: int | None = None  # of its train split, evenly spaced (None: all of them)
     rehearse_share: float = 1.0  # rehearsal windows per epoch, as a multiple of the user's
