@@ -141,6 +141,35 @@ def bench_model_cmd(names, device, batches, iters, warmup, per_layer, frames_pat
         click.echo(format_model_bench(rows, per_layer=per_layer))
 
 
+@bench.command("train")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Clips per step.")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed steps per layout (after one untimed step each).")
+@click.option("--train", "trainable", default="deep", show_default=True, metavar="head|last|deep|all",
+              help="What is trained, as evapp finetune --train.")
+@click.option("--precision", default="auto", show_default=True, metavar="auto|fp32|bf16",
+              help="The step's precision, as evapp finetune --precision.")
+@json_option()
+def bench_train_cmd(names, batch, steps, trainable, precision, as_json) -> None:
+    """Seconds per fine-tuning step on the CPU (batch x T frames, forward and backward) in PyTorch's stock layout
+    and in the channels-last layout training runs in, interleaved (default: the shipped models)."""
+    from evapp.bench.train import DEFAULT_MODELS, bench_train, format_train_bench
+    from evapp.engine.loading import find_artifact
+    from evapp.train.settings import PRECISIONS, TRAINABLE
+
+    if trainable not in TRAINABLE:
+        raise InputError(f"--train {trainable!r}: choose one of {', '.join(TRAINABLE)}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    require_architectures([n for n in names if find_artifact(n) is None])
+    rows = bench_train(names or DEFAULT_MODELS, batch, steps, trainable, precision)
+    if as_json:
+        print_json({"machine": describe_machine(), "train": rows})
+    else:
+        click.echo(format_train_bench(rows))
+
+
 @bench.group("live", cls=Group)
 def bench_live() -> None:
     """Real-time measurements: end-to-end latency at the demo's rate, highest live rate without drops (CPU)."""

@@ -21,10 +21,12 @@ class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` whose gradient-free CPU forward runs in channels-last layout: PyTorch's CPU kernel for
     contiguous tensors is several times slower than its channels-last one (README, ``evapp bench model``), and a
     maximum is exact in any layout, so the answers are the same bits. With a gradient to keep, under tracing
-    (ONNX export) or compiling, and on other devices it is the stock layer."""
+    (ONNX export) or compiling, on other devices, and for an input already in channels-last layout (a training
+    step on the CPU runs in it, ``evapp.train.loop``) it is the stock layer."""
 
     def forward(self, x: Tensor) -> Tensor:
         if (x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and x.requires_grad)
+                or x.is_contiguous(memory_format=torch.channels_last)
                 or torch.jit.is_tracing() or torch.compiler.is_compiling()):
             return super().forward(x)
         return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()

@@ -193,7 +193,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     from evapp.engine.loading import load
     from evapp.machine import describe_machine
     from evapp.train.interpolate import interpolate_if_harmless
-    from evapp.train.loop import Prepared, evaluate_clips, train
+    from evapp.train.loop import Prepared, evaluate_clips, train, training_layout
     from evapp.train.package import idle_rate_threshold, motion_floor, write_figures
     from evapp.train.run_folder import command_line
     from evapp.train.settings import TrainSettings
@@ -234,6 +234,7 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
     teacher = Teacher.of(base.model, names, settings.distill) if rehearsal and settings.distill > 0 else None
     budget = None
     if settings.epochs is None:
+        training_layout(model, torch.device(settings.device))  # the step timed is the step run
         budget = epochs_in_budget(model, prepared, train_settings, settings, time.perf_counter() - started, teacher)
         train_settings = dataclasses.replace(train_settings, epochs=budget["epochs"])
         log.info("%d epochs fit in %g minutes (a step takes %.2f s)", budget["epochs"], settings.minutes,

@@ -226,7 +226,7 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     if start is not None and not resume and not given:
         load_weights_into(model, start.path, settings.model)
         log.info("starting from the weights in %s", settings.init)
-    model = model.to(device)
+    model = training_layout(model.to(device), device)
     cfg = model.cfg
     prepared = prepared or prepare_data(settings, cfg)
     T = cfg.T
@@ -360,7 +360,15 @@ def train(settings: TrainSettings, resume: bool = False, prepared: Prepared | No
     final["model_config"] = cfg.to_dict()
     final["framing"] = {**prepared.frames.to_dict(), "T": prepared.T}
     final["train_seconds"] = round(time.perf_counter() - started, 1)
+    model.to(memory_format=torch.contiguous_format)
     return final
+
+
+def training_layout(model, device: torch.device):
+    """A training step on the CPU runs in channels-last layout: oneDNN's convolutions, their backward and the
+    pooling are faster in it (a ``sglformer-3-256`` step a quarter faster: README, Fine-tuning); the convolutions'
+    weights set the layout of everything after them. Elsewhere the stock layout."""
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
 
 def _epoch_windows(settings: TrainSettings, prepared: Prepared, T: int, epoch: int) -> list[Window]:
