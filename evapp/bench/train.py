@@ -20,11 +20,12 @@ DEFAULT_MODELS = ("saformer-2-256", "sglformer-3-256")  # the shipped models
 def _model(name: str, trainable: str, layout: str):
     from evapp.engine.loading import load
     from evapp.train.finetune import set_trainable
+    from evapp.train.loop import training_layout
 
     model = load(name).model
     set_trainable(model, trainable)
     model.train()
-    return model.to(memory_format=torch.channels_last) if layout == "channels-last" else model
+    return training_layout(model, torch.device("cpu")) if layout == "channels-last" else model
 
 
 def _step(model, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:

@@ -95,14 +95,12 @@ class _ChargeFireSequence(torch.autograd.Function):
         return (h_seq >= node.v_threshold).to(x_seq.dtype), v
 
     @staticmethod
-    def backward(ctx, grad_s: Tensor, grad_v: Tensor | None):
+    def backward(ctx, grad_s: Tensor, grad_v: Tensor):  # an unused output's gradient comes as zeros
         (h_seq,) = ctx.saved_tensors
         node = ctx.node
         k = node.constant_leak
         above = h_seq - node.v_threshold
         grad_h = grad_s * node._sg_fn.surrogate_grad(above, node.alpha)
-        if grad_v is None:
-            grad_v = torch.zeros_like(h_seq[0])
         kept = (above < 0).to(h_seq.dtype)  # 1 - s
         for t in range(h_seq.shape[0] - 1, -1, -1):
             grad_h[t].addcmul_(grad_v, kept[t])
