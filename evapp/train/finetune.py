@@ -231,7 +231,9 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                    amp=precision == "bf16", flip=settings.flip, average_decay=settings.average)
     prepared = Prepared(framed_train + rehearsal, framed_test, spec, T,
                         rehearsal_from=len(framed_train) if rehearsal else None)
-    teacher = Teacher.of(base.model, names, settings.distill) if rehearsal and settings.distill > 0 else None
+    teacher = None
+    if rehearsal and settings.distill > 0:  # the base's forward runs beside the step, in the step's layout
+        teacher = Teacher.of(training_layout(base.model, torch.device(settings.device)), names, settings.distill)
     budget = None
     if settings.epochs is None:
         training_layout(model, torch.device(settings.device))  # the step timed is the step run
