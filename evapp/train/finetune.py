@@ -231,12 +231,13 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
                                    amp=precision == "bf16", flip=settings.flip, average_decay=settings.average)
     prepared = Prepared(framed_train + rehearsal, framed_test, spec, T,
                         rehearsal_from=len(framed_train) if rehearsal else None)
+    device = torch.device(settings.device)
     teacher = None
     if rehearsal and settings.distill > 0:  # the base's forward runs beside the step, in the step's layout
-        teacher = Teacher.of(training_layout(base.model, torch.device(settings.device)), names, settings.distill)
+        teacher = Teacher.of(training_layout(base.model, device), names, settings.distill)
     budget = None
     if settings.epochs is None:
-        training_layout(model, torch.device(settings.device))  # the step timed is the step run
+        training_layout(model, device)  # the step timed is the step run
         budget = epochs_in_budget(model, prepared, train_settings, settings, time.perf_counter() - started, teacher)
         train_settings = dataclasses.replace(train_settings, epochs=budget["epochs"])
         log.info("%d epochs fit in %g minutes (a step takes %.2f s)", budget["epochs"], settings.minutes,
@@ -247,8 +248,8 @@ def finetune(settings: FinetuneSettings, progress: bool = True) -> dict:
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.eval()
     def held_out_check(m):  # the one that picked the epoch: same windows, same precision
-        with torch.autocast("cpu", enabled=precision == "bf16"):
-            return evaluate_clips(m, framed_test, T, torch.device("cpu"), limit=settings.eval_limit)
+        with torch.autocast(device.type, enabled=precision == "bf16"):
+            return evaluate_clips(m, framed_test, T, device, limit=settings.eval_limit)
 
     held, interpolation = interpolate_if_harmless(model, base.model, settings.interpolate,
                                                   final.get("best_test_result"),
